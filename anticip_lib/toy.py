@@ -11,25 +11,30 @@ P ← P − α (P x_i − f_i(w)) x_iᵀ, then w ← f_i^{-1}(P x_i), which make
 
 Two implementations of the same model:
 - `step` / `run_reference`: the literal definition with an explicit P (slow; for tests).
-- `run` / `run_seeds`: the same arithmetic on Z = P Xᵀ ∈ ℝ^{M×T}. Every loss and every
-  solution f_i^{-1}(P x_i) depends on P only through the products P x_j, and a rank-1
-  update of P changes them by −α r (x_iᵀ x_j). With the Gram matrix G = X Xᵀ a step
-  costs O(M·T) instead of O(M·N·T), whatever N is; seeds are vectorised.
+- `run` / `run_seeds`: the same arithmetic on the tasks' solutions u_j = f_j^{-1}(P x_j)
+  (see "the fast simulation" below). Every loss depends on P only through the products
+  P x_j, and a rank-1 update of P changes them by −α r (x_iᵀ x_j); with the Gram matrix
+  x_iᵀ x_j a step costs O(min(M, T+1)·T) instead of O(M·N·T). Seeds (and step sizes)
+  are vectorised. The tests check both against each other to rounding error.
 
-`eval_loss[k, j]` = ℓ_j(P_k, w_k) after k steps (row 0 = initialisation), the (E·T+1, T)
-layout of the LLM chapters, so `anticip_lib.metrics` applies unchanged. An "episode" is
+`eval_loss[k, j]` = ℓ_j(P_k, w_k), with the P and w current after k steps (row 0 =
+initialisation; the paper does not say when its plotted loss is taken, SPEC §6). This
+is the (E·T+1, T) layout of the LLM chapters, so `anticip_lib.metrics` applies unchanged. An "episode" is
 one toy step. `solutions[e, j]` = f_j^{-1}(P x_j) at the end of epoch e (e = 0: init).
 Only numpy is imported (plus the numpy-only `orders` and `metrics`).
 """
 
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 import numpy as np
 
 from anticip_lib import metrics, orders
 
 VARIANTS = ("identity", "target")
-DIVERGED_FACTOR = 1e6  # a run diverged if some loss exceeds this × its largest initial loss
+# Not in the paper: a run counts as diverged once some loss exceeds this factor times
+# its largest initial loss; from that step on its losses and solutions are nan.
+DIVERGED_FACTOR = 1e6
 
 
 # --- the literal definition ---------------------------------------------------------
@@ -68,10 +73,12 @@ def step(P, w, x, y, lr: float, variant: str):
 @dataclass(frozen=True)
 class ToyConfig:
     n_tasks: int = 25  # T; paper 25
+    # deviation: N = M = 100 for both variants. Fig. 10(a) is stated with N = M = 1000
+    # and α = 0.01, where α‖x‖² ≈ 3.3 and training diverges (chapter 7).
     dim_in: int = 100  # N; paper 1000 (a), 100 (b)
     dim_embed: int = 100  # M (embedding size, not steps per episode); paper = N
     lr: float = 0.01  # α; paper 0.01
-    n_epochs: int = 50  # E; figure-only in the paper
+    n_epochs: int = 50  # E; figure-only in the paper (one step per episode)
     variant: str = "identity"  # "identity" (Fig. 10a) | "target" (Fig. 10b, 11)
     seed: int = 0  # draws x_i, y_i, P and w (and the shuffles)
 
@@ -98,7 +105,7 @@ class ToyRun:
     basis: np.ndarray | None  # (M, D), or None when the coordinates are ℝ^M itself
     diverged: bool  # see DIVERGED_FACTOR; after divergence rows are nan
 
-    @property
+    @cached_property
     def solutions(self) -> np.ndarray:
         """f_j^{-1}(P x_j) for every task j at the end of epochs 0..E: (E+1, T, M)."""
         return self.coords if self.basis is None else self.coords @ self.basis.T
@@ -251,7 +258,7 @@ def run(
         order: None or "cyclic" (default), "shuffled", or an array from
             `anticip_lib.orders` of length n_epochs · n_tasks.
     Returns a ToyRun with .eval_loss (E·T+1, T), .solutions (E+1, T, M), .order and
-    .diverged (losses blew up: α‖x‖² > 2 for some task, e.g. the literal Fig. 10a).
+    .diverged (losses blew up; see `critical_lr`: e.g. Fig. 10a as stated).
     """
     return run_seeds(
         [seed], n_tasks, dim_in, dim_embed, lr, n_epochs, variant, order
@@ -296,6 +303,22 @@ def critical_lr(dim_in: int, n_tasks: int = 25) -> float:
     than the single-step overshoot bound α‖x‖² < 2 (SPEC §6 note).
     """
     return 3.0 * n_tasks / ((n_tasks - 1) * dim_in)
+
+
+def chain_mode(beta: float, n_tasks: int):
+    """The slowest-decaying pattern of the cyclic chain a_m = β a_{m−1} + (1 − β) a_{m−T}.
+
+    Returns (revolutions per epoch, factor by which its squared size — a loss — shrinks
+    per epoch) for the root μ ≠ 1 of μ^{T−1}(μ − β) = 1 − β with the largest |μ|. For
+    0 < β < 1 it turns about once per epoch: the tasks' solutions lie on a circle in
+    task order, the slowest thing to fade. Cross-talk between tasks is ignored.
+    """
+    coef = np.zeros(n_tasks + 1)
+    coef[[0, 1, -1]] = 1.0, -beta, beta - 1.0
+    roots = np.roots(coef)
+    roots = roots[np.abs(roots - 1) > 1e-9]
+    mu = roots[np.argmax(np.abs(roots))]
+    return abs(np.angle(mu)) * n_tasks / (2 * np.pi), abs(mu) ** (2 * n_tasks)
 
 
 def recovery_curve(r: ToyRun, epochs=None, min_forgetting: float = 1e-3):
@@ -345,12 +368,13 @@ def recovery_map(lrs, over: str, values, seeds=(0, 1, 2), epoch: int = 10, **fix
 
     `over` is "dim" (N = M together) or "n_tasks"; `fixed` holds the other run settings.
     All step sizes and seeds run as one vectorised batch per value. Returns a dict with
-    `lr`, `over`, `values`, `epoch`, `rs` (len(lrs), len(values)) — the mean over seeds,
-    nan where any seed diverged — and boolean maps `diverged` and `degenerate`.
+    `lr`, `over`, `values`, `epoch`, `fixed`, `rs` (len(lrs), len(values)) — the mean
+    over seeds, nan where any seed diverged — and boolean maps `diverged` and
+    `degenerate` (any seed).
     """
     lrs, seeds = np.asarray(lrs, float), [int(s) for s in seeds]
     shape = (len(lrs), len(values))
-    out = dict(lr=lrs, over=over, values=np.asarray(values), epoch=epoch)
+    out = dict(lr=lrs, over=over, values=np.asarray(values), epoch=epoch, fixed=fixed)
     out.update(rs=np.full(shape, np.nan), diverged=np.zeros(shape, bool))
     out["degenerate"] = np.zeros(shape, bool)
     for b, v in enumerate(values):

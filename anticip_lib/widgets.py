@@ -34,3 +34,59 @@ def explore_doc_curves(runs_by_label: dict):
     box = W.VBox([W.HBox([doc, epochs]), out])
     display(box)
     return box
+
+
+def toy_explorer(n_tasks=25, dim_in=100, dim_embed=100, lr=0.01, n_epochs=50,
+                 variant="target", seed=0, order="cyclic"):
+    """Re-run the toy model (chapter 7) live and redraw its loss, RS and PCA circle.
+
+    Each change re-trains from scratch; a run with T = 25, N = M = 100 and 50 epochs
+    takes a few hundredths of a second.
+    """
+    from . import toy
+
+    dims = [5, 10, 20, 50, 100, 200, 500, 1000, 2000]
+    style = {"description_width": "110px"}
+    c = {
+        "n_tasks": W.IntSlider(n_tasks, 3, 200, description="tasks T", style=style),
+        "dim_in": W.SelectionSlider(options=dims, value=dim_in, description="input dim N",
+                                    style=style),
+        "dim_embed": W.SelectionSlider(options=dims, value=dim_embed,
+                                       description="embed dim M", style=style),
+        "lr": W.FloatLogSlider(lr, base=10, min=-4, max=0, step=0.1, readout_format=".1e",
+                               description="step size α", style=style),
+        "n_epochs": W.IntSlider(n_epochs, 2, 300, description="epochs E", style=style),
+        "variant": W.ToggleButtons(options=list(toy.VARIANTS), value=variant,
+                                   description="f_i(w)", style=style),
+        "seed": W.IntText(seed, description="seed", style=style),
+        "order": W.ToggleButtons(options=["cyclic", "shuffled"], value=order,
+                                 description="order", style=style),
+    }
+    for w in c.values():
+        if hasattr(w, "continuous_update"):
+            w.continuous_update = False
+    note, out = W.HTML(), W.Output()
+
+    def redraw(*_):
+        kw = {k: w.value for k, w in c.items()}
+        r = toy.run(**kw)
+        beta = kw["lr"] * kw["dim_in"] / 3
+        crit = toy.critical_lr(kw["dim_in"], kw["n_tasks"])
+        note.value = (
+            f"α‖x‖² ≈ {beta:.2f}; critical α ≈ {crit:.2g} (α‖x‖² = T/(T−1))"
+            + ("; <b>diverged</b>" if r.diverged else "")
+        )
+        with out:
+            out.clear_output(wait=True)
+            plots.toy_summary(r)
+            plt.show()
+
+    for w in c.values():
+        w.observe(redraw, "value")
+    redraw()
+    rows = [W.HBox([c["n_tasks"], c["n_epochs"], c["seed"]]),
+            W.HBox([c["dim_in"], c["dim_embed"], c["lr"]]),
+            W.HBox([c["variant"], c["order"]])]
+    box = W.VBox(rows + [note, out])
+    display(box)
+    return box

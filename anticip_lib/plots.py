@@ -189,7 +189,7 @@ def toy_recovery(runs_by_label: dict, *, doc: int = 0, loss_labels=None, ax=None
     ax[1].set_ylim(min(0, ax[1].get_ylim()[0]), 1.02)
     ax[1].set_xlabel("epoch n")
     ax[1].set_ylabel("recovery score RS(n)")
-    ax[1].legend(frameon=False, fontsize="small", loc="lower right")
+    ax[1].legend(frameon=False, fontsize="small", loc="center right")
     return fig
 
 

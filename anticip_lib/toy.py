@@ -230,11 +230,13 @@ def run_seeds(
     for cfg in cfgs:
         cfg.validate()
     order = _orders(order, cfgs[0], seeds)
-    draws = {s: init_tasks(n_tasks, dim_in, dim_embed, s) for s in set(seeds)}
-    X, Y, P, w = (np.stack([draws[s][k] for s in seeds]) for k in ("X", "Y", "P", "w"))
-    PX = X @ P.transpose(0, 2, 1)  # (S, T, M) row j = P_0 x_j
-    U0 = PX if variant == "identity" else Y - PX  # u_j(0) = f_j^{-1}(P_0 x_j)
-    G = X @ X.transpose(0, 2, 1)  # (S, T, T)
+    start = {}  # per distinct seed: u_j(0) = f_j^{-1}(P_0 x_j), w_0, Gram matrix
+    for s in set(seeds):
+        d = init_tasks(n_tasks, dim_in, dim_embed, s)
+        PX = d["X"] @ d["P"].T  # (T, M) row j = P_0 x_j
+        U0 = PX if variant == "identity" else d["Y"] - PX
+        start[s] = (U0, d["w"], d["X"] @ d["X"].T)
+    U0, w, G = (np.stack([start[s][k] for s in seeds]) for k in range(3))
     L, coords, basis = _simulate(U0, w, G, order, lrs)
     return _finish(cfgs, order, L, coords, basis)
 
@@ -325,14 +327,16 @@ def recovery_curve(r: ToyRun, epochs=None, min_forgetting: float = 1e-3):
     """RS(n) and a degenerate flag for each epoch n in `epochs` (default 1..E−1).
 
     The toy loss has no natural unit (it grows with M), so the forgetting threshold of
-    `metrics.recovery_is_degenerate` is relative: `min_forgetting` × the mean initial
-    loss. Below it, all tasks are (nearly) solved at once and RS describes noise.
+    `metrics.recovery_is_degenerate` is relative: `min_forgetting` × the forgetting of
+    epoch 1, l_max(1) − l_after(0). Below it the model has (nearly) solved all tasks
+    at once, and RS describes what is left of the loss, not anticipation.
     """
     T = r.config.n_tasks
     epochs = range(1, r.config.n_epochs) if epochs is None else epochs
     if r.diverged:
         return np.full(len(epochs), np.nan), np.ones(len(epochs), dtype=bool)
-    tol = min_forgetting * float(r.eval_loss[0].mean())
+    first = metrics.recovery_parts(r.eval_loss, T, 1, r.order)
+    tol = min_forgetting * (first["l_max"] - first["l_after"])
     rs = [metrics.recovery_score(r.eval_loss, T, n, r.order) for n in epochs]
     deg = [
         metrics.recovery_is_degenerate(r.eval_loss, T, n, r.order, min_forgetting=tol)

@@ -132,6 +132,13 @@ def table(columns: dict, *, fmt: str = ".3f"):
 # --- the toy model (chapter 7; `anticip_lib.toy`) --------------------------------------
 
 
+_TOY_COLORS = {"no learning (α = 0)": "0.55"}  # the untrained reference, in grey
+
+
+def _toy_color(label: str, i: int) -> str:
+    return _TOY_COLORS.get(label, color(label, i))
+
+
 def _toy_log_axis(ax, curves):
     """Log y-axis for toy losses; exact zeros (the trained task) drop off the bottom."""
     pos = np.concatenate([c[np.isfinite(c) & (c > 0)] for c in curves])
@@ -140,56 +147,75 @@ def _toy_log_axis(ax, curves):
         ax.set_ylim(pos.min() / 3, pos.max() * 3)
 
 
-def toy_loss(runs_by_label: dict, *, doc: int = 0, ax=None):
-    """Loss on one task over steps k, mean ± sd over seeds, log scale (Fig. 10).
+def toy_loss(runs_by_label: dict, *, doc: int = 0, epochs=None, log: bool = True,
+             ax=None):
+    """Loss on one task over steps k, mean ± sd over seeds (Fig. 10).
 
-    Black circles: just before each step on that task (where the order is shared).
+    `epochs` = (first, last), 1-based and inclusive, shows only those epochs (default:
+    all); `log` picks a log y-axis, where the exact zeros just after the task is
+    trained drop off the bottom. Black circles: just before each step on that task
+    (where all seeds share the order).
     """
     fig, ax = _axes(ax)
     curves = []
     for i, (label, runs) in enumerate(runs_by_label.items()):
-        ys = [metrics.doc_curve(r.eval_loss, doc) for r in runs]
-        mean = _band(ax, np.arange(len(ys[0])), ys, label, color(label, i))
+        T = runs[0].config.n_tasks
+        lo, hi = (1, runs[0].config.n_epochs) if epochs is None else epochs
+        k = np.arange((lo - 1) * T, hi * T + 1)
+        ys = [metrics.doc_curve(r.eval_loss, doc)[k] for r in runs]
+        mean = _band(ax, k, ys, label, _toy_color(label, i))
         curves.append(mean)
         rows = metrics.revisit_rows(runs[0].order, doc)
         if all(np.array_equal(metrics.revisit_rows(r.order, doc), rows) for r in runs):
-            ax.plot(rows, mean[rows], "o", color="black", ms=3, zorder=3)
-    _toy_log_axis(ax, curves)
+            rows = rows[(rows >= k[0]) & (rows <= k[-1])]
+            ax.plot(rows, mean[rows - k[0]], "o", color="black", ms=3, zorder=3)
+    if log:
+        _toy_log_axis(ax, curves)
     ax.set_xlabel("step k (tasks trained)")
     ax.set_ylabel(f"loss on task {doc + 1}")
     ax.legend(frameon=False, fontsize="small")
     return fig
 
 
-def toy_recovery(runs_by_label: dict, *, doc: int = 0, loss_labels=None, ax=None):
-    """Two panels: loss on one task over steps, and RS(n) per epoch (mean ± sd).
+def toy_recovery(runs_by_label: dict, *, doc: int = 0, loss_labels=None, zoom: int = 3,
+                 ax=None):
+    """Loss on one task over all steps (log scale), the last `zoom` epochs of it
+    (linear scale; 0 = no such panel), and RS(n) per epoch; mean ± sd over seeds.
 
     `runs_by_label` maps a label to a list of ToyRun (one per seed). `loss_labels`
-    picks the labels drawn in the left panel (default: all). In the right panel an
+    picks the labels drawn in the loss panels (default: all). In the RS panel an
     open circle marks an epoch where some seed's RS is degenerate
     (`toy.recovery_curve`); diverged runs have no RS.
     """
     from .toy import recovery_curve
 
     if ax is None:
-        fig, ax = plt.subplots(1, 2, figsize=(10, 3.6), width_ratios=[1.6, 1],
-                               layout="constrained")
+        widths = [1.6, 1, 1] if zoom else [1.6, 1]
+        fig, ax = plt.subplots(1, len(widths), figsize=(4.2 * sum(widths), 3.6),
+                               width_ratios=widths, layout="constrained")
     fig = ax[0].figure
     keep = list(runs_by_label) if loss_labels is None else list(loss_labels)
-    toy_loss({k: runs_by_label[k] for k in keep}, doc=doc, ax=ax[0])
+    shown = {k: runs_by_label[k] for k in keep}
+    toy_loss(shown, doc=doc, ax=ax[0])
+    if zoom:
+        E = next(iter(shown.values()))[0].config.n_epochs
+        toy_loss(shown, doc=doc, epochs=(max(1, E - zoom + 1), E), log=False, ax=ax[1])
+        ax[1].get_legend().remove()
+        ax[1].set_ylim(bottom=0)
+    a = ax[-1]
     for i, (label, runs) in enumerate(runs_by_label.items()):
         curves = [recovery_curve(r) for r in runs]
         rs = np.array([c[0] for c in curves])
         deg = np.array([c[1] for c in curves]).any(axis=0)
-        c = color(label, list(runs_by_label).index(label))
+        c = _toy_color(label, i)
         n = np.arange(1, rs.shape[1] + 1)
-        mean = _band(ax[1], n, rs, label, c)
-        ax[1].plot(n[deg], mean[deg], "o", mfc="white", mec=c, ms=4, zorder=3)
-    ax[1].axhline(0, color="0.6", lw=1, zorder=0)
-    ax[1].set_ylim(min(0, ax[1].get_ylim()[0]), 1.02)
-    ax[1].set_xlabel("epoch n")
-    ax[1].set_ylabel("recovery score RS(n)")
-    ax[1].legend(frameon=False, fontsize="small", loc="center right")
+        mean = _band(a, n, rs, label, c)
+        a.plot(n[deg], mean[deg], "o", mfc="white", mec=c, ms=4, zorder=3)
+    a.axhline(0, color="0.6", lw=1, zorder=0)
+    a.set_ylim(min(0, a.get_ylim()[0]), 1.02)
+    a.set_xlabel("epoch n")
+    a.set_ylabel("recovery score RS(n)")
+    a.legend(frameon=False, fontsize="small", loc="center right")
     return fig
 
 
@@ -200,9 +226,13 @@ def toy_circle(run, *, epochs=(0, 1, 2, 5, 10, 20), ax=None):
 
     epochs = [e for e in epochs if e < len(run.solutions)]
     if ax is None:
-        fig, ax = plt.subplots(1, len(epochs), figsize=(2.1 * len(epochs), 2.8),
-                               layout="constrained")
-    ax = np.atleast_1d(ax)
+        cols = min(4, len(epochs))
+        rows = -(-len(epochs) // cols)
+        fig, ax = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.5 * rows),
+                               layout="constrained", squeeze=False)
+        for a in ax.flat[len(epochs):]:
+            a.set_axis_off()
+    ax = np.ravel(ax)[: len(epochs)]
     T = run.config.n_tasks
     for a, e in zip(ax, epochs):
         if not np.isfinite(run.solutions[e]).all():

@@ -46,21 +46,21 @@ def toy_explorer(n_tasks=25, dim_in=100, dim_embed=100, lr=0.01, n_epochs=50,
     from . import toy
 
     dims = [5, 10, 20, 50, 100, 200, 500, 1000, 2000]
-    style = {"description_width": "110px"}
+    lay = {"style": {"description_width": "100px"}, "layout": W.Layout(width="340px")}
     c = {
-        "n_tasks": W.IntSlider(n_tasks, 3, 200, description="tasks T", style=style),
+        "n_tasks": W.IntSlider(n_tasks, 3, 200, description="tasks T", **lay),
+        "n_epochs": W.IntSlider(n_epochs, 2, 300, description="epochs E", **lay),
         "dim_in": W.SelectionSlider(options=dims, value=dim_in, description="input dim N",
-                                    style=style),
+                                    **lay),
         "dim_embed": W.SelectionSlider(options=dims, value=dim_embed,
-                                       description="embed dim M", style=style),
+                                       description="embed dim M", **lay),
         "lr": W.FloatLogSlider(lr, base=10, min=-4, max=0, step=0.1, readout_format=".1e",
-                               description="step size α", style=style),
-        "n_epochs": W.IntSlider(n_epochs, 2, 300, description="epochs E", style=style),
+                               description="step size α", **lay),
+        "seed": W.BoundedIntText(seed, min=0, max=10**6, description="seed", **lay),
         "variant": W.ToggleButtons(options=list(toy.VARIANTS), value=variant,
-                                   description="f_i(w)", style=style),
-        "seed": W.IntText(seed, description="seed", style=style),
+                                   description="f_i(w)", style=lay["style"]),
         "order": W.ToggleButtons(options=["cyclic", "shuffled"], value=order,
-                                 description="order", style=style),
+                                 description="order", style=lay["style"]),
     }
     for w in c.values():
         if hasattr(w, "continuous_update"):
@@ -84,9 +84,8 @@ def toy_explorer(n_tasks=25, dim_in=100, dim_embed=100, lr=0.01, n_epochs=50,
     for w in c.values():
         w.observe(redraw, "value")
     redraw()
-    rows = [W.HBox([c["n_tasks"], c["n_epochs"], c["seed"]]),
-            W.HBox([c["dim_in"], c["dim_embed"], c["lr"]]),
-            W.HBox([c["variant"], c["order"]])]
+    pairs = [("n_tasks", "n_epochs"), ("dim_in", "dim_embed"), ("lr", "seed")]
+    rows = [W.HBox([c[a], c[b]]) for a, b in pairs] + [c["variant"], c["order"]]
     box = W.VBox(rows + [note, out])
     display(box)
     return box

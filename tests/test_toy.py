@@ -214,3 +214,54 @@ def test_notebook_runs_with_the_smoke_preset(tmp_path):
               if o.get("output_type") == "error"]
     assert not errors
     assert "widgets" in nb.metadata  # the Explore widget saved its state
+
+
+def test_explorer_redraws_on_every_control():
+    """The Explore widget's callbacks run (outside a kernel: no display capture)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from anticip_lib import widgets
+
+    box = widgets.toy_explorer(n_tasks=6, dim_in=20, dim_embed=20, n_epochs=4)
+    controls = [w for row in box.children[:5]
+                for w in (row.children if hasattr(row, "children") else [row])]
+    note = box.children[5]
+    by_name = {w.description: w for w in controls}
+    by_name["step size α"].value = 0.5  # far past the critical α for N = 20
+    assert "diverged" in note.value
+    by_name["step size α"].value = 0.01
+    assert "diverged" not in note.value
+    for name, value in [("tasks T", 9), ("epochs E", 5), ("input dim N", 50),
+                        ("embed dim M", 10), ("seed", 3), ("f_i(w)", "identity"),
+                        ("order", "shuffled")]:
+        by_name[name].value = value
+    assert "α‖x‖² ≈ 0.17" in note.value  # 0.01 · 50 / 3
+
+
+@pytest.mark.slow
+def test_explorer_redraws_in_a_live_kernel():
+    """Executed by a real kernel (as Jupyter would): the Output widget captures a new
+    figure after a control changes, and nothing raises."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "from anticip_lib import widgets\n"
+            "box = widgets.toy_explorer(n_tasks=6, dim_in=20, dim_embed=20, n_epochs=4)"
+        ),
+        nbformat.v4.new_code_cell(
+            "box.children[0].children[0].value = 8\n"
+            "box.children[2].children[0].value = 0.5\n"
+            "print(box.children[5].value)"
+        ),
+    ]
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(REPO)}}).execute()
+    printed = "".join(o.get("text", "") for o in nb.cells[1].outputs)
+    assert "diverged" in printed
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    outputs = [m["state"]["outputs"] for m in state.values()
+               if m["model_name"] == "OutputModel"]
+    assert outputs and any("image/png" in o.get("data", {}) for o in outputs[0])

@@ -347,6 +347,8 @@ def recovery_curve(r: ToyRun, epochs=None, min_forgetting: float = 1e-3):
 
 def pca2(points: np.ndarray):
     """Project (T, M) points on their first two principal axes: ((T, 2), variance share)."""
+    if not np.isfinite(points).all():  # a diverged run
+        return np.full((len(points), 2), np.nan), float("nan")
     c = points - points.mean(axis=0)
     u, s, _ = np.linalg.svd(c, full_matrices=False)
     share = float((s[:2] ** 2).sum() / max((s**2).sum(), 1e-300))
@@ -360,6 +362,8 @@ def circle_order(xy: np.ndarray) -> float:
     arrangement gives about 2/(T−1).
     """
     T = len(xy)
+    if not np.isfinite(xy).all():
+        return float("nan")
     c = xy - xy.mean(axis=0)
     rank = np.empty(T, dtype=int)
     rank[np.argsort(np.arctan2(c[:, 1], c[:, 0]))] = np.arange(T)

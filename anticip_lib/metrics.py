@@ -67,12 +67,13 @@ def shift_average(eval_loss: np.ndarray, n_docs: int) -> np.ndarray:
     return shift_aligned(eval_loss, n_docs).mean(axis=0)
 
 
-def recovery_parts(eval_loss: np.ndarray, n_docs: int, epoch: int, order=None) -> dict:
-    """The three means behind RS(n) (paper §3.1; SPEC §3.3), each a mean over documents.
+def recovery_per_doc(eval_loss: np.ndarray, n_docs: int, epoch: int, order=None) -> dict:
+    """Per-document pieces of RS(n), each an array of length T (SPEC §3.3, index form).
 
-    l_max(n)     = mean_t max_{k_n(t) ≤ k ≤ k_{n+1}(t)−1} L[k, t]
-    l_before(n)  = mean_t L[k_{n+1}(t) − 1, t]
-    l_after(n−1) = mean_t L[k_n(t), t]
+    l_max[t]    = max_{k_n(t) ≤ k ≤ k_{n+1}(t)−1} L[k, t]   (peak between two visits)
+    l_before[t] = L[k_{n+1}(t) − 1, t]                      (just before the next visit)
+    l_after[t]  = L[k_n(t), t]                              (just after the n-th visit)
+    peak[t]     = episodes from the n-th visit to the peak (0 = right after training)
     """
     eval_loss = np.asarray(eval_loss)
     order = _cyclic(eval_loss, n_docs) if order is None else np.asarray(order)
@@ -80,10 +81,25 @@ def recovery_parts(eval_loss: np.ndarray, n_docs: int, epoch: int, order=None) -
     if not 1 <= epoch < k.shape[1]:
         raise ValueError(f"epoch must be in 1..E−1 = 1..{k.shape[1] - 1}, got {epoch}")
     k_n, k_next = k[:, epoch - 1], k[:, epoch]
-    l_max = np.mean([eval_loss[a:b, t].max() for t, (a, b) in enumerate(zip(k_n, k_next))])
-    l_before = eval_loss[k_next - 1, np.arange(n_docs)].mean()
-    l_after = eval_loss[k_n, np.arange(n_docs)].mean()
-    return {"l_max": float(l_max), "l_before": float(l_before), "l_after": float(l_after)}
+    docs = np.arange(n_docs)
+    between = [eval_loss[a:b, t] for t, (a, b) in enumerate(zip(k_n, k_next))]
+    return {
+        "l_max": np.array([w.max() for w in between]),
+        "l_before": eval_loss[k_next - 1, docs],
+        "l_after": eval_loss[k_n, docs],
+        "peak": np.array([int(w.argmax()) for w in between]),
+    }
+
+
+def recovery_parts(eval_loss: np.ndarray, n_docs: int, epoch: int, order=None) -> dict:
+    """The three means behind RS(n) (paper §3.1; SPEC §3.3), each a mean over documents.
+
+    l_max(n)     = mean_t max_{k_n(t) ≤ k ≤ k_{n+1}(t)−1} L[k, t]
+    l_before(n)  = mean_t L[k_{n+1}(t) − 1, t]
+    l_after(n−1) = mean_t L[k_n(t), t]
+    """
+    p = recovery_per_doc(eval_loss, n_docs, epoch, order)
+    return {key: float(p[key].mean()) for key in ("l_max", "l_before", "l_after")}
 
 
 def recovery_score(eval_loss: np.ndarray, n_docs: int, epoch: int, order=None) -> float:
@@ -93,10 +109,12 @@ def recovery_score(eval_loss: np.ndarray, n_docs: int, epoch: int, order=None) -
     visit: 0 = none (loss rises until the revisit), 1 = back to its post-training
     value. A ratio of means over documents, not a mean of per-document ratios.
     `epoch` is 1-based, as the paper's RS(n); the paper reports RS(4) for E = 5.
-    Check `recovery_is_degenerate` before quoting the number.
+    NaN when there is no forgetting at all. Check `recovery_is_degenerate` before
+    quoting the number.
     """
     p = recovery_parts(eval_loss, n_docs, epoch, order)
-    return (p["l_max"] - p["l_before"]) / (p["l_max"] - p["l_after"])
+    forgetting = p["l_max"] - p["l_after"]
+    return (p["l_max"] - p["l_before"]) / forgetting if forgetting else float("nan")
 
 
 def recovery_is_degenerate(eval_loss, n_docs, epoch, order=None, min_forgetting=0.05):

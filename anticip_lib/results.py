@@ -54,6 +54,10 @@ def run_stem(config: RunConfig) -> str:
     )
 
 
+def _with(stem: Path, suffix: str) -> Path:
+    return stem.with_name(stem.name + suffix)
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -88,8 +92,8 @@ def save_run(run: Run, experiment: str) -> Path:
     folder = results_dir() / experiment
     folder.mkdir(parents=True, exist_ok=True)
     stem = folder / run_stem(run.config)
-    npz = stem.with_suffix(".npz")
-    tmp = stem.with_name(stem.name + ".tmp.npz")
+    npz = _with(stem, ".npz")  # not with_suffix: the stem holds dots ("sgd0.005")
+    tmp = _with(stem, ".tmp.npz")
     np.savez_compressed(tmp, eval_loss=run.eval_loss, train_loss=run.train_loss, order=run.order)
     os.replace(tmp, npz)
     meta = {
@@ -101,16 +105,16 @@ def save_run(run: Run, experiment: str) -> Path:
         "versions": _versions(),
         **run.meta,
     }
-    tmp_json = stem.with_name(stem.name + ".tmp.json")
+    tmp_json = _with(stem, ".tmp.json")
     tmp_json.write_text(json.dumps(meta, indent=1, sort_keys=True))
-    os.replace(tmp_json, stem.with_suffix(".json"))
+    os.replace(tmp_json, _with(stem, ".json"))
     return npz
 
 
 def load_run(config: RunConfig, experiment: str) -> Run | None:
     """The saved run for `config`, or None when it is missing or fails a check."""
     stem = results_dir() / experiment / run_stem(config)
-    npz, js = stem.with_suffix(".npz"), stem.with_suffix(".json")
+    npz, js = _with(stem, ".npz"), _with(stem, ".json")
     if not (npz.exists() and js.exists()):
         return None
     try:

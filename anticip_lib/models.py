@@ -362,6 +362,7 @@ def convert_gguf(name: str) -> Path:
         (Path(tmp) / "anticip_source.json").write_text(json.dumps({
             "gguf": src_name, "gguf_sha256": sha, "label": MODELS[name].label,
             "convert_seconds": round(time.time() - t0, 1)}, indent=1))
+        os.chmod(tmp, 0o755)  # mkdtemp made it 0700
         try:
             os.replace(tmp, target)  # atomic: a half-written folder is never the target
         except OSError:  # a concurrent conversion won the race: fine if it finished

@@ -277,7 +277,8 @@ def test_smollm2_conversion_matches_gguf(gguf_cache, monkeypatch):
     t0 = time.time()
     again, _ = M.load_model("smollm2-135m")
     second = time.time() - t0
-    assert second < 10 and (folder / "model.safetensors").stat().st_mtime_ns == stamp
+    # ~0.4 s on an idle 2-core machine; the bound is loose because CI machines are shared
+    assert second < 60 and (folder / "model.safetensors").stat().st_mtime_ns == stamp
     assert torch.equal(_logits(again, ids), _logits(model, ids))
     print(f"smollm2-135m: first load (with conversion) {first:.1f} s, second {second:.1f} s")
 

@@ -31,6 +31,10 @@ class RunConfig:
     n_shuffled: int = 0  # N of Fig. 12, for order="partial"
     seed: int = 0  # picks the documents, the shuffles and any random init
 
+    def __post_init__(self):
+        if isinstance(self.lr, int) and not isinstance(self.lr, bool):
+            object.__setattr__(self, "lr", float(self.lr))  # lr=1 and lr=1.0: one key
+
     def validate(self) -> "RunConfig":
         """Raise ValueError naming the first bad field; return self when all is well."""
         ints = {"n_docs": 2, "context_len": 2, "steps_per_doc": 1, "n_epochs": 1}

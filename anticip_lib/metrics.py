@@ -10,13 +10,19 @@ Only numpy is imported: the toy model and every chapter share these functions.
 import numpy as np
 
 
-def _cyclic(eval_loss: np.ndarray, n_docs: int) -> np.ndarray:
-    n_episodes = eval_loss.shape[0] - 1
-    if eval_loss.ndim != 2 or eval_loss.shape[1] != n_docs or n_episodes % n_docs:
+def _order_for(eval_loss: np.ndarray, n_docs: int, order=None) -> np.ndarray:
+    """The run's order (cyclic when None), after checking eval_loss is (len(order)+1, T)."""
+    eval_loss = np.asarray(eval_loss)
+    n_episodes = eval_loss.shape[0] - 1 if eval_loss.ndim == 2 else -1
+    if order is None:
+        order = np.tile(np.arange(n_docs), max(n_episodes, 0) // n_docs)
+    order = np.asarray(order)
+    if eval_loss.ndim != 2 or eval_loss.shape != (len(order) + 1, n_docs) or not len(order):
         raise ValueError(
-            f"eval_loss must have shape (E·T+1, T) with T={n_docs}, got {eval_loss.shape}"
+            f"eval_loss must have shape (E·T+1, T) = ({len(order) + 1}, {n_docs}) for "
+            f"T={n_docs} and an order of length {len(order)}; got {eval_loss.shape}"
         )
-    return np.tile(np.arange(n_docs), n_episodes // n_docs)
+    return order
 
 
 def doc_curve(eval_loss: np.ndarray, doc: int) -> np.ndarray:
@@ -50,8 +56,10 @@ def shift_aligned(eval_loss: np.ndarray, n_docs: int) -> np.ndarray:
 
     Column s = 0 is just before document t is first trained; x = s / T in epochs.
     """
-    _cyclic(np.asarray(eval_loss), n_docs)
     eval_loss = np.asarray(eval_loss)
+    if (eval_loss.shape[0] - 1) % n_docs:
+        raise ValueError(f"eval_loss has {eval_loss.shape[0]} rows: not E·T+1 for T={n_docs}")
+    _order_for(eval_loss, n_docs)
     n_shift = eval_loss.shape[0] - n_docs + 1  # s = 0 .. (E−1)·T + 1
     t = np.arange(n_docs)[:, None]
     s = np.arange(n_shift)[None, :]
@@ -76,7 +84,7 @@ def recovery_per_doc(eval_loss: np.ndarray, n_docs: int, epoch: int, order=None)
     peak[t]     = episodes from the n-th visit to the peak (0 = right after training)
     """
     eval_loss = np.asarray(eval_loss)
-    order = _cyclic(eval_loss, n_docs) if order is None else np.asarray(order)
+    order = _order_for(eval_loss, n_docs, order)
     k = training_episodes(order, n_docs)  # (T, E), 1-based
     if not 1 <= epoch < k.shape[1]:
         raise ValueError(f"epoch must be in 1..E−1 = 1..{k.shape[1] - 1}, got {epoch}")

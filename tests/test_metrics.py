@@ -387,11 +387,6 @@ def test_online_loss_wrong_rows_raises():
         metrics.average_online_loss(L, ORDER[:-1], T)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="metrics.recovery_parts does not check eval_loss's shape when order= is "
-    "given: extra rows or columns are silently ignored (wrong matrix → a number)",
-)
 def test_recovery_score_with_order_checks_shape():
     order = orders.shuffled(3, 2, seed=0)  # needs a (7, 3) matrix
     with pytest.raises(ValueError):

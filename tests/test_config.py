@@ -125,3 +125,21 @@ def test_run_cached_rejects_bad_config_before_compute(no_compute, monkeypatch, t
     with pytest.raises(ValueError, match="context_len"):
         anticip_lib.run_cached(RunConfig(**{**TINY, "context_len": 4096}), "test", progress=False)
     assert not (tmp_path / "results").exists()
+
+
+def test_numpy_scalars_from_sweeps_are_accepted_and_normalised():
+    import numpy as np
+
+    c = RunConfig(seed=np.int64(3), n_docs=np.int32(10), lr=np.float64(0.005)).validate()
+    assert type(c.seed) is int and type(c.n_docs) is int and type(c.lr) is float
+    assert c == RunConfig(seed=3, n_docs=10, lr=0.005)
+
+
+@pytest.mark.parametrize(
+    "bad, field",
+    [({"lr": True}, "lr"), ({"lr": float("inf")}, "lr"),
+     ({"order": "partial", "n_shuffled": 2.5}, "n_shuffled")],
+)
+def test_more_bad_values_name_their_field(bad, field):
+    with pytest.raises(ValueError, match=field):
+        RunConfig(**bad).validate()

@@ -26,7 +26,8 @@ from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer,
                           GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedModel,
                           PreTrainedTokenizerBase, PreTrainedTokenizerFast)
 
-INITS = ("pretrained", "pythia", "normal")
+from .config import INITS
+
 EOT = "<|endoftext|>"
 # parameter-name keys of the Pythia recipe; the output layer is embed_out in
 # transformers 4.x (the official code) and lm_head in 5.x

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import models
 from .config import RunConfig
 from .trainer import Run, train_run
 
@@ -34,7 +35,7 @@ def results_dir() -> Path:
 
 def cache_dir() -> Path:
     """`$ANTICIP_CACHE`, else ~/.cache/anticip: checkpoints and converted models."""
-    return Path(os.environ.get("ANTICIP_CACHE", Path.home() / ".cache" / "anticip"))
+    return models._cache_dir()
 
 
 def config_key(config: RunConfig) -> str:
@@ -163,4 +164,6 @@ def run_cached(config: RunConfig, experiment: str, device: str = "cpu", *, progr
 def mean_sd(values) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
     v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return float("nan"), float("nan")
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0

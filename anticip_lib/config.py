@@ -5,7 +5,9 @@ everything that cannot (device, threads, chunk sizes, progress bars) is a functi
 argument elsewhere. `validate()` runs before any compute and names the bad field.
 """
 
+import math
 from dataclasses import asdict, dataclass, fields
+from numbers import Integral, Real
 
 OPTIMIZERS = ("sgd", "adam", "adam_reset")  # adam_reset: fresh Adam per episode (Fig. 6)
 ORDERS = ("cyclic", "shuffled", "partial")
@@ -31,6 +33,14 @@ class RunConfig:
     n_shuffled: int = 0  # N of Fig. 12, for order="partial"
     seed: int = 0  # picks the documents, the shuffles and any random init
 
+    def __post_init__(self):  # numpy scalars from sweeps → plain Python; one key per value
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, Integral) and not isinstance(v, bool):
+                object.__setattr__(self, f.name, float(v) if f.name == "lr" else int(v))
+            elif isinstance(v, Real) and not isinstance(v, (bool, int)):
+                object.__setattr__(self, f.name, float(v))
+
     def validate(self) -> "RunConfig":
         """Raise ValueError naming the first bad field; return self when all is well."""
         ints = {"n_docs": 2, "context_len": 2, "steps_per_doc": 1, "n_epochs": 1}
@@ -49,8 +59,10 @@ class RunConfig:
                 raise ValueError(
                     f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"
                 )
-        if not isinstance(self.lr, (int, float)) or not self.lr > 0:
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not isinstance(self.lr, float) or not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+        if not isinstance(self.n_shuffled, int) or isinstance(self.n_shuffled, bool):
+            raise ValueError(f"n_shuffled must be an integer, got {self.n_shuffled!r}")
         if self.order == "partial" and not 1 <= self.n_shuffled <= self.n_docs:
             raise ValueError(
                 f"n_shuffled must be in 1..n_docs={self.n_docs} for order='partial', "

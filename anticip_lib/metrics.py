@@ -10,13 +10,19 @@ Only numpy is imported: the toy model and every chapter share these functions.
 import numpy as np
 
 
-def _cyclic(eval_loss: np.ndarray, n_docs: int) -> np.ndarray:
-    n_episodes = eval_loss.shape[0] - 1
-    if eval_loss.ndim != 2 or eval_loss.shape[1] != n_docs or n_episodes % n_docs:
+def _order_for(eval_loss: np.ndarray, n_docs: int, order=None) -> np.ndarray:
+    """The run's order (cyclic when None), after checking eval_loss is (len(order)+1, T)."""
+    eval_loss = np.asarray(eval_loss)
+    n_episodes = eval_loss.shape[0] - 1 if eval_loss.ndim == 2 else -1
+    if order is None:
+        order = np.tile(np.arange(n_docs), max(n_episodes, 0) // n_docs)
+    order = np.asarray(order)
+    if eval_loss.ndim != 2 or eval_loss.shape != (len(order) + 1, n_docs) or not len(order):
         raise ValueError(
-            f"eval_loss must have shape (E·T+1, T) with T={n_docs}, got {eval_loss.shape}"
+            f"eval_loss must have shape (E·T+1, T) = ({len(order) + 1}, {n_docs}) for "
+            f"T={n_docs} and an order of length {len(order)}; got {eval_loss.shape}"
         )
-    return np.tile(np.arange(n_docs), n_episodes // n_docs)
+    return order
 
 
 def doc_curve(eval_loss: np.ndarray, doc: int) -> np.ndarray:
@@ -50,8 +56,10 @@ def shift_aligned(eval_loss: np.ndarray, n_docs: int) -> np.ndarray:
 
     Column s = 0 is just before document t is first trained; x = s / T in epochs.
     """
-    _cyclic(np.asarray(eval_loss), n_docs)
     eval_loss = np.asarray(eval_loss)
+    if (eval_loss.shape[0] - 1) % n_docs:
+        raise ValueError(f"eval_loss has {eval_loss.shape[0]} rows: not E·T+1 for T={n_docs}")
+    _order_for(eval_loss, n_docs)
     n_shift = eval_loss.shape[0] - n_docs + 1  # s = 0 .. (E−1)·T + 1
     t = np.arange(n_docs)[:, None]
     s = np.arange(n_shift)[None, :]
@@ -67,6 +75,30 @@ def shift_average(eval_loss: np.ndarray, n_docs: int) -> np.ndarray:
     return shift_aligned(eval_loss, n_docs).mean(axis=0)
 
 
+def recovery_per_doc(eval_loss: np.ndarray, n_docs: int, epoch: int, order=None) -> dict:
+    """Per-document pieces of RS(n), each an array of length T (SPEC §3.3, index form).
+
+    l_max[t]    = max_{k_n(t) ≤ k ≤ k_{n+1}(t)−1} L[k, t]   (peak between two visits)
+    l_before[t] = L[k_{n+1}(t) − 1, t]                      (just before the next visit)
+    l_after[t]  = L[k_n(t), t]                              (just after the n-th visit)
+    peak[t]     = episodes from the n-th visit to the peak (0 = right after training)
+    """
+    eval_loss = np.asarray(eval_loss)
+    order = _order_for(eval_loss, n_docs, order)
+    k = training_episodes(order, n_docs)  # (T, E), 1-based
+    if not 1 <= epoch < k.shape[1]:
+        raise ValueError(f"epoch must be in 1..E−1 = 1..{k.shape[1] - 1}, got {epoch}")
+    k_n, k_next = k[:, epoch - 1], k[:, epoch]
+    docs = np.arange(n_docs)
+    between = [eval_loss[a:b, t] for t, (a, b) in enumerate(zip(k_n, k_next))]
+    return {
+        "l_max": np.array([w.max() for w in between]),
+        "l_before": eval_loss[k_next - 1, docs],
+        "l_after": eval_loss[k_n, docs],
+        "peak": np.array([int(w.argmax()) for w in between]),
+    }
+
+
 def recovery_parts(eval_loss: np.ndarray, n_docs: int, epoch: int, order=None) -> dict:
     """The three means behind RS(n) (paper §3.1; SPEC §3.3), each a mean over documents.
 
@@ -74,16 +106,8 @@ def recovery_parts(eval_loss: np.ndarray, n_docs: int, epoch: int, order=None) -
     l_before(n)  = mean_t L[k_{n+1}(t) − 1, t]
     l_after(n−1) = mean_t L[k_n(t), t]
     """
-    eval_loss = np.asarray(eval_loss)
-    order = _cyclic(eval_loss, n_docs) if order is None else np.asarray(order)
-    k = training_episodes(order, n_docs)  # (T, E), 1-based
-    if not 1 <= epoch < k.shape[1]:
-        raise ValueError(f"epoch must be in 1..E−1 = 1..{k.shape[1] - 1}, got {epoch}")
-    k_n, k_next = k[:, epoch - 1], k[:, epoch]
-    l_max = np.mean([eval_loss[a:b, t].max() for t, (a, b) in enumerate(zip(k_n, k_next))])
-    l_before = eval_loss[k_next - 1, np.arange(n_docs)].mean()
-    l_after = eval_loss[k_n, np.arange(n_docs)].mean()
-    return {"l_max": float(l_max), "l_before": float(l_before), "l_after": float(l_after)}
+    p = recovery_per_doc(eval_loss, n_docs, epoch, order)
+    return {key: float(p[key].mean()) for key in ("l_max", "l_before", "l_after")}
 
 
 def recovery_score(eval_loss: np.ndarray, n_docs: int, epoch: int, order=None) -> float:
@@ -93,10 +117,12 @@ def recovery_score(eval_loss: np.ndarray, n_docs: int, epoch: int, order=None) -
     visit: 0 = none (loss rises until the revisit), 1 = back to its post-training
     value. A ratio of means over documents, not a mean of per-document ratios.
     `epoch` is 1-based, as the paper's RS(n); the paper reports RS(4) for E = 5.
-    Check `recovery_is_degenerate` before quoting the number.
+    NaN when there is no forgetting at all. Check `recovery_is_degenerate` before
+    quoting the number.
     """
     p = recovery_parts(eval_loss, n_docs, epoch, order)
-    return (p["l_max"] - p["l_before"]) / (p["l_max"] - p["l_after"])
+    forgetting = p["l_max"] - p["l_after"]
+    return (p["l_max"] - p["l_before"]) / forgetting if forgetting else float("nan")
 
 
 def recovery_is_degenerate(eval_loss, n_docs, epoch, order=None, min_forgetting=0.05):

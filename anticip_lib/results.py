@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import models
 from .config import RunConfig
 from .trainer import Run, train_run
 
@@ -34,7 +35,7 @@ def results_dir() -> Path:
 
 def cache_dir() -> Path:
     """`$ANTICIP_CACHE`, else ~/.cache/anticip: checkpoints and converted models."""
-    return Path(os.environ.get("ANTICIP_CACHE", Path.home() / ".cache" / "anticip"))
+    return models._cache_dir()
 
 
 def config_key(config: RunConfig) -> str:
@@ -52,6 +53,10 @@ def run_stem(config: RunConfig) -> str:
         f"{model}{init}_T{c.n_docs}_C{c.context_len}_M{c.steps_per_doc}_E{c.n_epochs}"
         f"_{c.optimizer}{c.lr:g}_{order}_s{c.seed}__{config_key(c)}"
     )
+
+
+def _with(stem: Path, suffix: str) -> Path:
+    return stem.with_name(stem.name + suffix)
 
 
 def _sha256(path: Path) -> str:
@@ -88,8 +93,8 @@ def save_run(run: Run, experiment: str) -> Path:
     folder = results_dir() / experiment
     folder.mkdir(parents=True, exist_ok=True)
     stem = folder / run_stem(run.config)
-    npz = stem.with_suffix(".npz")
-    tmp = stem.with_name(stem.name + ".tmp.npz")
+    npz = _with(stem, ".npz")  # not with_suffix: the stem holds dots ("sgd0.005")
+    tmp = _with(stem, ".tmp.npz")
     np.savez_compressed(tmp, eval_loss=run.eval_loss, train_loss=run.train_loss, order=run.order)
     os.replace(tmp, npz)
     meta = {
@@ -101,16 +106,16 @@ def save_run(run: Run, experiment: str) -> Path:
         "versions": _versions(),
         **run.meta,
     }
-    tmp_json = stem.with_name(stem.name + ".tmp.json")
+    tmp_json = _with(stem, ".tmp.json")
     tmp_json.write_text(json.dumps(meta, indent=1, sort_keys=True))
-    os.replace(tmp_json, stem.with_suffix(".json"))
+    os.replace(tmp_json, _with(stem, ".json"))
     return npz
 
 
 def load_run(config: RunConfig, experiment: str) -> Run | None:
     """The saved run for `config`, or None when it is missing or fails a check."""
     stem = results_dir() / experiment / run_stem(config)
-    npz, js = stem.with_suffix(".npz"), stem.with_suffix(".json")
+    npz, js = _with(stem, ".npz"), _with(stem, ".json")
     if not (npz.exists() and js.exists()):
         return None
     try:
@@ -159,4 +164,6 @@ def run_cached(config: RunConfig, experiment: str, device: str = "cpu", *, progr
 def mean_sd(values) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
     v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return float("nan"), float("nan")
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0

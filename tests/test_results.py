@@ -1,0 +1,327 @@
+"""Tests for anticip_lib.results: keys, file names, save/load and the run cache (STYLE §13)."""
+
+import json
+import re
+from dataclasses import fields, replace
+
+import numpy as np
+import pytest
+
+from anticip_lib import RunConfig, results
+from anticip_lib.trainer import Run
+
+
+@pytest.fixture
+def dirs(tmp_path, monkeypatch):
+    """Results and cache folders under tmp_path (never the repository's results/)."""
+    monkeypatch.setenv("ANTICIP_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("ANTICIP_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+# ---- config_key and run_stem ---------------------------------------------------------
+
+# one changed value per RunConfig field
+CHANGES = {
+    "model": "pythia-160m",
+    "revision": "step0",
+    "init": "pythia",
+    "tokenizer": "smollm2-135m",
+    "corpus": "cnn-embedded",
+    "n_docs": 10,
+    "context_len": 128,
+    "steps_per_doc": 5,
+    "n_epochs": 3,
+    "optimizer": "adam",
+    "lr": 1e-4,
+    "lr_schedule": "cosine",
+    "order": "shuffled",
+    "n_shuffled": 8,
+    "seed": 1,
+}
+
+
+def test_changes_cover_every_field():
+    # a new RunConfig field must be added to CHANGES (and so to the key test)
+    assert set(CHANGES) == {f.name for f in fields(RunConfig)}
+
+
+def test_config_key_changes_with_every_field():
+    base = RunConfig()
+    keys = {"base": results.config_key(base)}
+    for name, value in CHANGES.items():
+        assert getattr(base, name) != value
+        keys[name] = results.config_key(replace(base, **{name: value}))
+    assert len(set(keys.values())) == len(keys), keys
+
+
+def test_config_key_is_stable():
+    a = RunConfig(model="tiny-gpt", init="pythia", n_docs=3)
+    assert results.config_key(a) == results.config_key(RunConfig.from_dict(a.to_dict()))
+    assert re.fullmatch(r"[0-9a-f]{10}", results.config_key(a))
+    assert results.config_key(RunConfig(lr=1e-3)) == results.config_key(RunConfig(lr=0.001))
+    # pinned: if this changes, every saved result is orphaned. Change it on purpose only
+    # (e.g. with a RESULTS_VERSION bump), never by accident.
+    assert results.config_key(RunConfig()) == PINNED_DEFAULT_KEY
+
+
+PINNED_DEFAULT_KEY = "a9aebe2545"  # RunConfig() with RESULTS_VERSION = 1
+
+
+def test_config_key_depends_on_results_version(monkeypatch):
+    before = results.config_key(RunConfig())
+    monkeypatch.setattr(results, "RESULTS_VERSION", results.RESULTS_VERSION + 1)
+    assert results.config_key(RunConfig()) != before
+
+
+def test_equal_configs_have_equal_keys():
+    a, b = RunConfig(lr=1), RunConfig(lr=1.0)
+    assert a == b
+    assert results.config_key(a) == results.config_key(b)
+
+
+def test_run_stem_format():
+    c = RunConfig(n_docs=10, context_len=128, steps_per_doc=10, n_epochs=5)
+    stem = results.run_stem(c)
+    assert "_T10_C128_M10_E5_" in stem
+    assert stem == f"pythia-1b_T10_C128_M10_E5_sgd0.001_cyclic_s0__{results.config_key(c)}"
+    assert re.search(r"__[0-9a-f]{10}$", stem)
+
+
+def test_run_stem_variants():
+    c = RunConfig(model="tiny-gpt", init="pythia", n_docs=3, context_len=16,
+                  steps_per_doc=2, n_epochs=2, optimizer="adam", lr=1e-4,
+                  order="partial", n_shuffled=2, seed=7)
+    assert results.run_stem(c).startswith("tiny-gpt_pythia_T3_C16_M2_E2_adam0.0001_partial2_s7__")
+    hub = RunConfig(model="EleutherAI/pythia-70m")
+    assert results.run_stem(hub).startswith("pythia-70m_T25_")
+    folder = RunConfig(model="/some/where/my-ckpt/")
+    assert results.run_stem(folder).startswith("my-ckpt_T25_")
+    # same readable part, different keys: the hash keeps them apart
+    assert results.run_stem(hub) != results.run_stem(RunConfig(model="pythia-70m"))
+
+
+# ---- save_run / load_run -------------------------------------------------------------
+
+CFG = RunConfig(model="tiny-gpt", init="pythia", corpus="cnn-embedded", n_docs=3,
+                context_len=16, steps_per_doc=2, n_epochs=2)
+
+
+def _run(config=CFG):
+    T, E, M = config.n_docs, config.n_epochs, config.steps_per_doc
+    eval_loss = 5.0 + np.arange((E * T + 1) * T, dtype=float).reshape(E * T + 1, T) / 10
+    train_loss = np.linspace(6.0, 1.0, E * T * M)
+    order = np.tile(np.arange(T), E)
+    meta = {"wall_s": 1.5, "model_label": "hand-made", "doc_ids": ["a", "b", "c"]}
+    return Run(config, eval_loss, train_loss, order, meta)
+
+
+def _files(dirs, config=CFG, experiment="exp"):
+    # appended, not Path.with_suffix: the stem holds dots ("sgd0.001")
+    folder = dirs / "results" / experiment
+    stem = results.run_stem(config)
+    return folder / f"{stem}.npz", folder / f"{stem}.json"
+
+
+def test_results_dir_and_cache_dir_follow_env(dirs):
+    assert results.results_dir() == dirs / "results"
+    assert results.cache_dir() == dirs / "cache"
+
+
+def test_save_load_round_trip(dirs):
+    run = _run()
+    npz = results.save_run(run, "exp")
+    assert (npz, npz.with_suffix(".json")) == _files(dirs)
+    assert not list(npz.parent.glob("*.tmp*"))  # atomic writes leave no temp files
+    back = results.load_run(CFG, "exp")
+    assert back is not None
+    assert back.config == CFG
+    np.testing.assert_array_equal(back.eval_loss, run.eval_loss)
+    np.testing.assert_array_equal(back.train_loss, run.train_loss)
+    np.testing.assert_array_equal(back.order, run.order)
+    assert back.meta["model_label"] == "hand-made"
+    assert back.meta["doc_ids"] == ["a", "b", "c"]
+    assert back.meta["results_version"] == results.RESULTS_VERSION
+
+
+def test_file_names_keep_the_whole_stem(dirs):
+    # regression: Path.with_suffix cut "…_sgd0.001_cyclic_s0__<key>" to "…_sgd0", so
+    # runs differing only in lr, order, seed (or any hashed field) shared one file
+    configs = [CFG, replace(CFG, seed=1), replace(CFG, lr=1e-4), replace(CFG, order="shuffled"),
+               replace(CFG, corpus="other-folder")]
+    for c in configs:
+        run = _run(c)
+        run.eval_loss = run.eval_loss + c.seed
+        results.save_run(run, "exp")
+    names = sorted(p.name for p in (dirs / "results" / "exp").iterdir())
+    assert names == sorted(f"{results.run_stem(c)}{ext}" for c in configs for ext in (".npz", ".json"))
+    for c in configs:
+        back = results.load_run(c, "exp")
+        assert back is not None and back.config == c
+        np.testing.assert_array_equal(back.eval_loss, _run(c).eval_loss + c.seed)
+
+
+def test_load_run_missing_is_none_without_warning(dirs, recwarn):
+    assert results.load_run(CFG, "exp") is None
+    assert not recwarn.list
+
+
+def _edit_json(path, **changes):
+    meta = json.loads(path.read_text())
+    for key, value in changes.items():
+        if isinstance(value, dict):
+            meta[key] = {**meta[key], **value}
+        else:
+            meta[key] = value
+    path.write_text(json.dumps(meta))
+
+
+def test_corrupted_npz_is_rejected(dirs):
+    results.save_run(_run(), "exp")
+    npz, _ = _files(dirs)
+    raw = bytearray(npz.read_bytes())
+    mid = len(raw) // 2
+    raw[mid : mid + 8] = bytes(b ^ 0xFF for b in raw[mid : mid + 8])
+    npz.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match="checksum"):
+        assert results.load_run(CFG, "exp") is None
+
+
+def test_edited_config_is_rejected(dirs):
+    results.save_run(_run(), "exp")
+    _, js = _files(dirs)
+    _edit_json(js, config={"lr": 0.5})
+    with pytest.warns(UserWarning, match="config"):
+        assert results.load_run(CFG, "exp") is None
+
+
+def test_wrong_results_version_is_rejected(dirs):
+    results.save_run(_run(), "exp")
+    _, js = _files(dirs)
+    _edit_json(js, results_version=results.RESULTS_VERSION - 1)
+    with pytest.warns(UserWarning, match="results version"):
+        assert results.load_run(CFG, "exp") is None
+
+
+def test_unreadable_json_is_rejected(dirs):
+    results.save_run(_run(), "exp")
+    _, js = _files(dirs)
+    js.write_text(js.read_text()[:40])  # truncated mid-write
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert results.load_run(CFG, "exp") is None
+
+
+def test_wrong_shape_and_nonfinite_are_rejected(dirs):
+    bad = _run()
+    bad.eval_loss = bad.eval_loss[:-1]  # (E·T, T) instead of (E·T+1, T)
+    results.save_run(bad, "exp")
+    with pytest.warns(UserWarning, match="shape"):
+        assert results.load_run(CFG, "exp") is None
+    nan = _run()
+    nan.eval_loss[3, 1] = np.nan
+    results.save_run(nan, "exp")
+    with pytest.warns(UserWarning, match="non-finite"):
+        assert results.load_run(CFG, "exp") is None
+
+
+def test_bumped_results_version_orphans_old_files(dirs, monkeypatch, recwarn):
+    results.save_run(_run(), "exp")
+    monkeypatch.setattr(results, "RESULTS_VERSION", results.RESULTS_VERSION + 1)
+    assert results.load_run(CFG, "exp") is None  # new key → new file name
+
+
+def test_rejected_file_is_recomputed_by_run_cached(dirs, monkeypatch):
+    results.save_run(_run(), "exp")
+    _, js = _files(dirs)
+    _edit_json(js, results_version=0)
+    calls = []
+
+    def fake_train_run(config, device="cpu", *, checkpoint=None, progress=True):
+        calls.append(config)
+        run = _run(config)
+        run.eval_loss = run.eval_loss + 1.0
+        return run
+
+    monkeypatch.setattr(results, "train_run", fake_train_run)
+    with pytest.warns(UserWarning, match="results version"):
+        run = results.run_cached(CFG, "exp", progress=False)
+    assert calls == [CFG]
+    np.testing.assert_array_equal(run.eval_loss, _run().eval_loss + 1.0)
+    assert results.load_run(CFG, "exp") is not None  # the rewritten file is valid
+
+
+def test_run_cached_trains_once_then_loads_fake_trainer(dirs, monkeypatch):
+    calls = []
+
+    def fake_train_run(config, device="cpu", *, checkpoint=None, progress=True):
+        calls.append(checkpoint)
+        return _run(config)
+
+    monkeypatch.setattr(results, "train_run", fake_train_run)
+    first = results.run_cached(CFG, "exp", progress=False)
+    second = results.run_cached(CFG, "exp", progress=False)
+    assert len(calls) == 1
+    # the checkpoint goes under ANTICIP_CACHE, named after the run
+    assert calls[0] == dirs / "cache" / "checkpoints" / "exp" / f"{results.run_stem(CFG)}.pt"
+    np.testing.assert_array_equal(second.eval_loss, first.eval_loss)
+    assert second.meta["model_label"] == "hand-made"
+
+
+# ---- run_cached end to end on tiny-gpt -----------------------------------------------
+
+@pytest.mark.slow  # trains tiny-gpt (6 episodes × 2 steps): seconds
+def test_run_cached_trains_once_then_loads(dirs, monkeypatch):
+    calls = []
+    real_train_run = results.train_run
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real_train_run(*args, **kwargs)
+
+    monkeypatch.setattr(results, "train_run", counting)
+    first = results.run_cached(CFG, "smoke", progress=False)
+    assert len(calls) == 1
+    T, E, M = CFG.n_docs, CFG.n_epochs, CFG.steps_per_doc
+    assert first.eval_loss.shape == (E * T + 1, T)
+    assert first.train_loss.shape == (E * T * M,)
+    assert first.order.tolist() == [0, 1, 2, 0, 1, 2]
+    assert np.isfinite(first.eval_loss).all() and np.isfinite(first.train_loss).all()
+    # the finished run leaves no checkpoint behind
+    assert not list((dirs / "cache").rglob("*.pt"))
+
+    def no_training(*args, **kwargs):
+        pytest.fail("run_cached trained again instead of loading")
+
+    monkeypatch.setattr(results, "train_run", no_training)
+    monkeypatch.setattr("anticip_lib.trainer.train", no_training)
+    second = results.run_cached(CFG, "smoke", progress=False)
+    np.testing.assert_array_equal(second.eval_loss, first.eval_loss)
+    np.testing.assert_array_equal(second.train_loss, first.train_loss)
+    np.testing.assert_array_equal(second.order, first.order)
+
+    # provenance
+    js = sorted((dirs / "results" / "smoke").glob("*.json"))
+    assert [p.name for p in js] == [f"{results.run_stem(CFG)}.json"]
+    meta = json.loads(js[0].read_text())
+    assert meta["config"] == CFG.to_dict()
+    assert "git_commit" in meta
+    assert {"python", "torch", "transformers", "numpy"} <= set(meta["versions"])
+    assert meta["wall_s"] > 0
+    assert "tiny-gpt" in meta["model_label"]
+    assert len(meta["doc_ids"]) == CFG.n_docs
+    assert meta["results_version"] == results.RESULTS_VERSION
+    assert re.fullmatch(r"[0-9a-f]{64}", meta["npz_sha256"])
+
+
+def test_configs_differing_in_lr_get_distinct_files(tmp_path, monkeypatch):
+    """Regression: stems hold dots ('sgd0.005'); with_suffix once cut them to 'sgd0'."""
+    monkeypatch.setenv("ANTICIP_RESULTS", str(tmp_path))
+    saved = []
+    for lr in (0.001, 0.005):
+        cfg = RunConfig(n_docs=2, n_epochs=1, lr=lr)
+        run = Run(cfg, np.full((3, 2), lr), np.zeros(2), np.array([0, 1]), {})
+        saved.append(results.save_run(run, "exp"))
+    assert saved[0] != saved[1]
+    for lr in (0.001, 0.005):
+        loaded = results.load_run(RunConfig(n_docs=2, n_epochs=1, lr=lr), "exp")
+        assert loaded is not None and loaded.eval_loss[0, 0] == lr

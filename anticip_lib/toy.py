@@ -201,7 +201,8 @@ def _finish(cfgs, order, L, coords, basis):
             k0 = int(np.flatnonzero(bad.any(axis=1))[0])
             eval_loss, c = eval_loss.copy(), c.copy()
             eval_loss[k0:] = np.nan
-            c[-(-k0 // cfg.n_tasks) :] = np.nan  # epoch ends at or after step k0
+            e0 = -(-k0 // cfg.n_tasks)  # the first epoch end at or after step k0
+            c[e0:] = np.nan
         B = None if basis is None else basis[s]
         runs.append(ToyRun(cfg, np.array(order[s]), eval_loss, c, B, diverged))
     return runs

@@ -157,6 +157,9 @@ def test_literal_setting_a_diverges_and_the_stable_readings_do_not():
     assert not toy.run(dim_in=1000, dim_embed=1000, lr=0.001, n_epochs=20).diverged
     r = toy.run(dim_in=1000, dim_embed=1000, lr=0.01, n_epochs=3)
     assert np.isnan(r.eval_loss[-1]).all() and np.isnan(r.recovery(1))
+    k0 = int(np.isnan(r.eval_loss[:, 0]).argmax())  # blanked from here on
+    assert 0 < k0 < 25 and np.isfinite(r.eval_loss[:k0]).all()
+    assert np.isfinite(r.solutions[0]).all() and np.isnan(r.solutions[1:]).all()
 
 
 @pytest.mark.parametrize("variant", toy.VARIANTS)

@@ -144,8 +144,13 @@ def load_run(config: RunConfig, experiment: str) -> Run | None:
     return Run(config, arrays["eval_loss"], arrays["train_loss"], arrays["order"], meta)
 
 
-def run_cached(config: RunConfig, experiment: str, device: str = "cpu", *, progress=True) -> Run:
+def run_cached(
+    config: RunConfig, experiment: str = "runs", device: str = "cpu", *, progress=True
+) -> Run:
     """Load the run for `config` from `results/<experiment>/`, or train and save it.
+
+    `device` ("cpu", "cuda" or "auto") is not part of the key: a run computed on a GPU
+    loads on a CPU and vice versa.
 
     Training checkpoints after every episode under `cache_dir()/checkpoints`, so an
     interrupted call resumes where it stopped.

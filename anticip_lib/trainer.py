@@ -36,13 +36,11 @@ def lm_loss(model, input_ids, labels, attention_mask=None) -> torch.Tensor:
 
     Labels are shifted inside, and −100 positions (padding) do not count.
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-    logits, target = logits[:, :-1], labels[:, 1:]
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (n, C, V)
+    # next-token targets, −100 at the last position: no sliced copy of the logits
+    target = F.pad(labels[:, 1:], (0, 1), value=-100)
     nll = F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(),
-        target.reshape(-1),
-        ignore_index=-100,
-        reduction="none",
+        logits.flatten(0, 1).float(), target.flatten(), ignore_index=-100, reduction="none"
     ).view(target.shape)
     n_tokens = (target != -100).sum(dim=1).clamp(min=1)
     return nll.sum(dim=1) / n_tokens

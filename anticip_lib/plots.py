@@ -106,6 +106,7 @@ def recovery_by_epoch(scores_by_label: dict, *, ax=None):
         scores = np.atleast_2d(scores)
         _band(ax, np.arange(1, scores.shape[1] + 1), scores, label, color(label, i))
     ax.axhline(0, color="0.6", lw=1, zorder=0)
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.set_xlabel("epoch n")
     ax.set_ylabel("recovery score RS(n)")
     ax.legend(frameon=False)

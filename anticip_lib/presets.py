@@ -1,0 +1,154 @@
+"""Presets: every run a chapter computes, in one place (BOOK_PLAN; STYLE §13).
+
+`configs(chapter, preset)` lists the RunConfigs of a chapter's preset; `groups(...)`
+gives the same runs in named groups with the results sub-folder each is saved in.
+The notebooks read their runs from here, and `python -m anticip_lib.sweep` computes
+them, so a chapter's cost can be read (and recomputed) without opening its notebook.
+
+Presets, the same names in every chapter:
+- `smoke`: seconds, for the tests; results go to `results/smoke/…` (never committed);
+- `cpu`:   what the book shows, computed on 2 CPU cores, results committed;
+- `paper`: the paper's protocol (Hub weights, CNN/DailyMail; needs internet, a GPU).
+
+Only the standard library is imported: listing a preset costs nothing.
+"""
+
+from dataclasses import dataclass, replace
+
+from .config import RunConfig
+
+PRESETS = ("smoke", "cpu", "paper")
+CHAPTERS = ("01_phenomenon", "07_toy_model")
+
+
+@dataclass(frozen=True)
+class Group:
+    """Runs of one kind within a chapter's preset, saved under `experiment`."""
+
+    name: str
+    experiment: str  # results sub-folder, relative to results_dir()
+    configs: tuple
+    about: str = ""
+
+
+# ---- chapter 1: the phenomenon -------------------------------------------------------
+
+# The protocol-choice rules of chapter 1 (book: chapter 1 "Choosing the protocol"). They
+# were written down before any recovery score of the candidates was computed; the
+# notebook applies them to the pilot runs and checks that they pick CH1_CPU_PROTOCOL.
+CH1_RULES = dict(
+    max_rise=1.5,        # stable: no pilot run's loss rises above 1.5× its start
+    lr_margin=0.5,       # chosen lr ≤ 0.5 × the smallest lr that ever diverged
+    min_fit=0.5,         # fits strongly: an episode at least halves its document's loss
+    budget_core_min=240,  # the whole cpu preset within ~2 h on 2 cores
+)
+CH1_SEEDS = dict(pilot=(0, 1, 2), corpora=(0, 1, 2), main=tuple(range(10)))
+CH1_OTHER_CORPORA = ("abc-news-embedded", "speeches-embedded")
+
+# T, C, M, E shared by the pilot and the main runs of the cpu preset
+_CH1_SHAPE = dict(corpus="cnn-embedded", n_docs=10, context_len=128, steps_per_doc=10,
+                  n_epochs=5)
+# Candidates of the pilot: (model, init, tokenizer, optimizer, learning rates)
+CH1_CANDIDATES = (
+    ("pythia-14m", "pythia", "tiny-gpt", "adam_reset", (3e-4, 1e-3, 3e-3, 1e-2)),
+    ("pythia-14m", "pythia", "tiny-gpt", "sgd", (1e-2, 1e-1)),
+    ("pythia-70m", "pythia", "tiny-gpt", "adam_reset", (3e-4, 1e-3, 3e-3)),
+)
+# The pre-trained stand-in is screened on one epoch first (fit and rise only): a full
+# pilot of it costs ~2 h of the budget. SGD 5e-3 diverged in the first protocol, so the
+# margin rule allows SGD at most 2.5e-3.
+CH1_SCREEN = (("smollm2-135m", "sgd", (1e-3, 2e-3)),
+              ("smollm2-135m", "adam_reset", (1e-5, 3e-5)))
+# What the rules chose from the pilot (the notebook re-derives it and fails if not)
+CH1_CPU_PROTOCOL = dict(model="pythia-70m", init="pythia", tokenizer="tiny-gpt",
+                        optimizer="adam_reset", lr=1e-3)
+
+
+def _ch1_pilot() -> list[Group]:
+    pilot = [
+        RunConfig(model=m, init=i, tokenizer=tok, optimizer=opt, lr=lr, order=o, seed=s,
+                  doc_split="pilot", **_CH1_SHAPE)
+        for m, i, tok, opt, lrs in CH1_CANDIDATES for lr in lrs
+        for o in ("cyclic", "shuffled") for s in CH1_SEEDS["pilot"]
+    ]
+    screen = [
+        replace(RunConfig(model=m, optimizer=opt, lr=lr, doc_split="pilot", **_CH1_SHAPE),
+                n_docs=5, n_epochs=1)
+        for m, opt, lrs in CH1_SCREEN for lr in lrs
+    ]
+    return [
+        Group("screen", "01_phenomenon/pilot", tuple(screen),
+              "pre-trained stand-in, one epoch over 5 pilot documents: fit and rise"),
+        Group("pilot", "01_phenomenon/pilot", tuple(pilot),
+              "candidates × learning rates × 3 seeds × both orders, pilot documents"),
+    ]
+
+
+def ch1_main(base: RunConfig, seeds) -> tuple:
+    """Cyclic and shuffled runs of `base` for each seed (same documents per seed)."""
+    return tuple(replace(base, order=o, seed=s) for o in ("cyclic", "shuffled")
+                 for s in seeds)
+
+
+def _ch1(preset: str) -> list[Group]:
+    if preset == "smoke":
+        base = RunConfig(model="tiny-gpt", init="pythia", corpus="cnn-embedded",
+                         n_docs=3, context_len=16, steps_per_doc=2, n_epochs=3,
+                         optimizer="adam_reset", lr=1e-3, doc_split="main")
+        return [Group("main", "smoke/01_phenomenon", ch1_main(base, (0, 1)),
+                      "tiny-gpt, seconds")]
+    if preset == "cpu":
+        base = RunConfig(**CH1_CPU_PROTOCOL, doc_split="main", **_CH1_SHAPE)
+        corpora = tuple(r for c in CH1_OTHER_CORPORA
+                        for r in ch1_main(replace(base, corpus=c, doc_split="all"),
+                                          CH1_SEEDS["corpora"]))
+        return _ch1_pilot() + [
+            Group("corpora", "01_phenomenon/corpora", corpora,
+                  "the chosen protocol on two other corpora: stability check"),
+            Group("main", "01_phenomenon", ch1_main(base, CH1_SEEDS["main"]),
+                  "the chosen protocol, 10 seeds × both orders, main documents"),
+        ]
+    # paper: Fig. 1(a, b) with Pythia-1B, T=100, 20 seeds; Table 1 at C=512, 10 seeds
+    base = RunConfig(model="pythia-1b", corpus="cnn_dailymail", n_docs=100,
+                     context_len=256, steps_per_doc=10, n_epochs=5, optimizer="sgd",
+                     lr=1e-3)
+    table = tuple(r for m in ("pythia-410m", "pythia-1b", "pythia-1.4b", "pythia-2.8b")
+                  for r in ch1_main(replace(base, model=m, context_len=512), range(10)))
+    return [Group("main", "01_phenomenon", ch1_main(base, range(20)),
+                  "Fig. 1(a, b): Pythia-1B, T=100, 20 seeds"),
+            Group("table", "01_phenomenon", table,
+                  "Table 1: Pythia 410M-2.8B, T=100, C=512, 10 seeds")]
+
+
+# ---- the registry -----------------------------------------------------------------
+
+def _check(chapter: str, preset: str) -> None:
+    if chapter not in CHAPTERS:
+        raise ValueError(f"chapter must be one of {', '.join(CHAPTERS)}; got {chapter!r}")
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")
+
+
+def groups(chapter: str, preset: str) -> list[Group]:
+    """The runs of a chapter's preset, in named groups (empty for the toy chapter,
+    whose runs take milliseconds and are not cached)."""
+    _check(chapter, preset)
+    if chapter == "07_toy_model":
+        return []
+    return _ch1(preset)
+
+
+def group(chapter: str, preset: str, name: str) -> Group:
+    """One named group of a chapter's preset."""
+    found = {g.name: g for g in groups(chapter, preset)}
+    if name not in found:
+        raise ValueError(f"group must be one of {', '.join(found) or '(none)'} for "
+                         f"{chapter} --preset {preset}; got {name!r}")
+    return found[name]
+
+
+def configs(chapter: str, preset: str, group_name: str | None = None) -> list[RunConfig]:
+    """Every RunConfig a chapter's preset computes (or those of one group)."""
+    gs = groups(chapter, preset) if group_name is None else [
+        group(chapter, preset, group_name)]
+    return [c for g in gs for c in g.configs]

@@ -1,0 +1,158 @@
+"""Compute every missing run of a chapter's preset: `python -m anticip_lib.sweep`.
+
+    python -m anticip_lib.sweep 01_phenomenon --preset cpu            # all of it, here
+    python -m anticip_lib.sweep 01_phenomenon --preset cpu --dry-run  # what is missing
+    python -m anticip_lib.sweep 01_phenomenon --preset cpu --group pilot --shard 1/2
+
+Runs go through the results cache: finished runs are skipped, interrupted ones resume
+from their last checkpoint, so a sweep stopped at any point (Ctrl-C, a killed process,
+a closed laptop) picks up where it stopped when started again. `--shard i/n` takes every
+n-th missing run starting at i, so n processes (one per core) share a sweep without
+a scheduler. The exit status is non-zero when a run failed; the summary names it.
+"""
+
+import argparse
+import sys
+import time
+import traceback
+
+from . import presets
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard must look like 0/2, got {text!r}")
+    if not (n >= 1 and 0 <= i < n):
+        raise argparse.ArgumentTypeError(f"--shard i/n needs 0 <= i < n, got {text!r}")
+    return i, n
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m anticip_lib.sweep", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("chapter", choices=presets.CHAPTERS)
+    p.add_argument("--preset", choices=presets.PRESETS, required=True)
+    p.add_argument("--group", action="append", default=None,
+                   help="only this group of the preset (repeatable)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: in this process, one run after another; ray: one Ray "
+                        "task per run")
+    p.add_argument("--address", default=None, help="an existing Ray cluster (ray engine)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="ray engine: runs at once (default: the cluster's CPUs / threads)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per run (default 1: one run per core is fastest)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    p.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N")
+    p.add_argument("--dry-run", action="store_true", help="list the runs, train nothing")
+    a = p.parse_args(argv)
+    if a.threads < 1:
+        p.error(f"--threads must be >= 1, got {a.threads}")
+    if a.workers is not None and a.workers < 1:
+        p.error(f"--workers must be >= 1, got {a.workers}")
+    if a.address and a.engine != "ray":
+        p.error("--address needs --engine ray")
+    if a.group:
+        known = [g.name for g in presets.groups(a.chapter, a.preset)]
+        for name in a.group:
+            if name not in known:
+                p.error(f"--group must be one of {', '.join(known) or '(none)'} for "
+                        f"{a.chapter} --preset {a.preset}; got {name!r}")
+    return a
+
+
+def plan(chapter: str, preset: str, groups=None, shard=(0, 1)):
+    """[(experiment, config, done)] for the runs of this shard, in preset order."""
+    from . import results  # imports torch: only when a sweep really starts
+
+    todo = []
+    for g in presets.groups(chapter, preset):
+        if groups and g.name not in groups:
+            continue
+        for c in g.configs:
+            todo.append((g.experiment, c, results.find_run(c, g.experiment) is not None))
+    missing = [t for t in todo if not t[2]]
+    mine = {id(t) for t in missing[shard[0]::shard[1]]}
+    return [t for t in todo if t[2] or id(t) in mine]
+
+
+def _fmt_eta(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def run_local(items, *, device="cpu", threads=1, log=print) -> list[tuple]:
+    """Compute the missing runs one after another in this process; [(cfg, error)]."""
+    import torch
+
+    from . import results
+
+    torch.set_num_threads(threads)
+    missing = [(e, c) for e, c, done in items if not done]
+    failed, t0 = [], time.time()
+    for i, (exp, cfg) in enumerate(missing):
+        left = len(missing) - i
+        eta = "" if i == 0 else f", ETA {_fmt_eta((time.time() - t0) / i * left)}"
+        log(f"[{i}/{len(missing)} done, 1 running, {left - 1} left{eta}] "
+            f"{results.run_stem(cfg)}")
+        try:
+            results.run_cached(cfg, exp, device=device, progress=sys.stderr.isatty())
+        except KeyboardInterrupt:
+            log("interrupted: finished runs are saved; run the same command to resume")
+            raise
+        except Exception as err:  # noqa: BLE001 - reported in the summary
+            traceback.print_exc()
+            failed.append((cfg, f"{type(err).__name__}: {err}"))
+    return failed
+
+
+def summary(items, failed, log=print) -> None:
+    from . import results
+
+    bad = {results.run_stem(c): why for c, why in failed}
+    rows = {}
+    for exp, cfg, _ in items:
+        r = results.find_run(cfg, exp)
+        stem = results.run_stem(cfg)
+        state = ("failed" if stem in bad else "missing" if r is None
+                 else "diverged" if r.meta.get("diverged") else "done")
+        g = rows.setdefault(exp, {"done": 0, "diverged": 0, "failed": 0, "missing": 0,
+                                  "minutes": 0.0})
+        g[state] += 1
+        if r is not None:
+            g["minutes"] += r.meta.get("wall_s", 0) / 60
+    log(f"{'results folder':32} {'done':>5} {'diverged':>8} {'failed':>6} "
+        f"{'missing':>7} {'run-min':>8}")
+    for exp, g in rows.items():
+        log(f"{exp:32} {g['done']:5d} {g['diverged']:8d} {g['failed']:6d} "
+            f"{g['missing']:7d} {g['minutes']:8.1f}")
+    for stem, why in bad.items():
+        log(f"FAILED {stem}: {why}")
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    items = plan(a.chapter, a.preset, a.group, a.shard)
+    n_done = sum(done for *_, done in items)
+    print(f"{a.chapter} --preset {a.preset}: {len(items)} runs in this shard, "
+          f"{n_done} done, {len(items) - n_done} to compute")
+    if a.dry_run:
+        from . import results
+        for exp, cfg, done in items:
+            print(f"  {'done ' if done else 'to do'}  {exp}/{results.run_stem(cfg)}")
+        return 0
+    if a.engine == "ray":
+        from .sweep_ray import run_ray
+        failed = run_ray(items, address=a.address, workers=a.workers, threads=a.threads,
+                         device=a.device)
+    else:
+        failed = run_local(items, device=a.device, threads=a.threads)
+    summary(items, failed)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -14,10 +14,13 @@ ORDERS = ("cyclic", "shuffled", "partial")
 INITS = ("pretrained", "pythia", "normal")  # normal: isotropic N(0, 0.02²) (Fig. 15)
 LR_SCHEDULES = ("constant", "cosine")
 DOC_SPLITS = ("all", "pilot", "main")  # pilot: ~1/4 of a corpus, disjoint from main
+# min_context: only documents with at least C tokens (no padding; the cpu presets);
+# any: any document, short ones right-padded to C (the paper, SPEC §2.1–2.2)
+DOC_FILTERS = ("min_context", "any")
 
 # Fields added after the first committed results. They enter a run's cache key only
 # when they differ from these defaults, so every committed result keeps its key.
-LATER_FIELDS = {"doc_split": "all"}
+LATER_FIELDS = {"doc_split": "all", "doc_filter": "min_context"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class RunConfig:
     n_shuffled: int = 0  # N of Fig. 12, for order="partial"
     seed: int = 0  # picks the documents, the shuffles and any random init
     doc_split: str = "all"  # "all" | "pilot" | "main": which part of the corpus
+    doc_filter: str = "min_context"  # "min_context" (≥ C tokens) | "any" (paper: padded)
 
     def __post_init__(self):  # numpy scalars from sweeps → plain Python; one key per value
         for f in fields(self):
@@ -60,6 +64,7 @@ class RunConfig:
             "init": INITS,
             "lr_schedule": LR_SCHEDULES,
             "doc_split": DOC_SPLITS,
+            "doc_filter": DOC_FILTERS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

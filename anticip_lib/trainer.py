@@ -230,7 +230,7 @@ def train_run(config, device="cpu", *, checkpoint=None, progress=True, on_episod
     )
     docs = data.load_documents(
         config.corpus, tokenizer, config.n_docs, config.context_len, config.seed,
-        split=config.doc_split,
+        split=config.doc_split, doc_filter=config.doc_filter,
     )
     run = train(
         model, docs.input_ids, docs.labels, order,

@@ -39,6 +39,7 @@ CHANGES = {
     "n_shuffled": 8,
     "seed": 1,
     "doc_split": "pilot",
+    "doc_filter": "any",
 }
 
 
@@ -72,10 +73,12 @@ PINNED_DEFAULT_KEY = "a9aebe2545"  # RunConfig() with RESULTS_VERSION = 1
 def test_later_fields_at_default_keep_old_keys():
     # a field added after results were committed (doc_split) must not orphan them: at
     # its default it is left out of the key; the pinned key above is from before it
-    old = {k: v for k, v in RunConfig().to_dict().items() if k != "doc_split"}
+    old = {k: v for k, v in RunConfig().to_dict().items()
+           if k not in ("doc_split", "doc_filter")}
     assert RunConfig.from_dict(old) == RunConfig()
     assert results.config_key(RunConfig.from_dict(old)) == PINNED_DEFAULT_KEY
     assert results.config_key(RunConfig(doc_split="main")) != PINNED_DEFAULT_KEY
+    assert results.config_key(RunConfig(doc_filter="any")) != PINNED_DEFAULT_KEY
 
 
 def test_config_key_depends_on_results_version(monkeypatch):

@@ -120,6 +120,103 @@ def _ch1(preset: str) -> list[Group]:
                   "Table 1: Pythia 410M-2.8B, T=100, C=512, 10 seeds")]
 
 
+# ---- notebook parameters ------------------------------------------------------------
+
+# The RunConfig fields a chapter's parameters cell may override (None = the preset's)
+OVERRIDABLE = ("model", "corpus", "n_docs", "context_len", "steps_per_doc", "n_epochs",
+               "optimizer", "lr")
+NOTEBOOK_PARAMS = {
+    "01_phenomenon": ("preset", *OVERRIDABLE, "seeds", "device"),
+    "07_toy_model": None,  # its own parameters; checked by its notebook
+}
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A notebook's checked parameters: its groups with the overrides applied."""
+
+    chapter: str
+    preset: str
+    groups: tuple
+    overrides: dict
+    device: str
+
+    def group(self, name: str) -> Group | None:
+        return next((g for g in self.groups if g.name == name), None)
+
+
+def check_device(device) -> str:
+    """'auto', 'cpu', 'cuda' or 'cuda:N'; CUDA must be available when asked for."""
+    ok = isinstance(device, str) and (device in DEVICES or (
+        device.startswith("cuda:") and device[5:].isdigit()))
+    if not ok:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)} or 'cuda:N'; "
+                         f"got {device!r}")
+    if device.startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r}, but CUDA is not available here; "
+                             "use device='cpu' or 'auto'")
+    return device
+
+
+def _check_seeds(seeds) -> tuple:
+    ok = isinstance(seeds, (list, tuple)) and seeds and all(
+        isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds)
+    if not ok or len(set(seeds)) != len(seeds):
+        raise ValueError("seeds must be a non-empty list of distinct non-negative "
+                         f"integers, e.g. [0, 1, 2]; got {seeds!r}")
+    return tuple(seeds)
+
+
+def settings(chapter: str, params: dict, defined=None) -> Settings:
+    """Check a notebook's parameters before any compute and apply them to its preset.
+
+    params: the parameters cell's names and values. defined: every name the notebook
+    defined up to here (e.g. names papermill injected); any not among the chapter's
+    parameters is refused, so a misspelt `-p n_doc 5` fails instead of being ignored.
+    Raises ValueError naming the parameter and its valid values.
+    """
+    allowed = NOTEBOOK_PARAMS.get(chapter)
+    if allowed is None:
+        raise ValueError(f"chapter must be one of "
+                         f"{', '.join(c for c, a in NOTEBOOK_PARAMS.items() if a)}; "
+                         f"got {chapter!r}")
+    unknown = sorted(set(defined or params) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for {chapter}; "
+                         f"valid parameters: {', '.join(allowed)}")
+    preset = params.get("preset")
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")
+    device = check_device(params.get("device", "auto"))
+    over = {k: params[k] for k in OVERRIDABLE if params.get(k) is not None}
+    seeds = params.get("seeds")
+    seeds = None if seeds is None else _check_seeds(seeds)
+    out = []
+    for g in groups(chapter, preset):
+        if g.name not in ("main", "table") or not (over or seeds):
+            out.append(g)
+            continue
+        base = g.configs[0]
+        own = {k: v for k, v in over.items()
+               if g.name == "main" or k not in ("model", "context_len")}
+        try:
+            base = replace(base, **own).validate()
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"parameter {err}") from None
+        if g.name == "main":
+            runs = ch1_main(base, seeds or sorted({c.seed for c in g.configs}))
+        else:  # Table 1: one model per block of runs, as in the preset
+            models = list(dict.fromkeys(c.model for c in g.configs))
+            runs = tuple(r for m in models for r in ch1_main(
+                replace(base, model=m), seeds or sorted({c.seed for c in g.configs})))
+        out.append(Group(g.name, g.experiment, runs, g.about + " (with overrides)"))
+    return Settings(chapter, preset, tuple(out), {**over, **({"seeds": list(seeds)}
+                                                           if seeds else {})}, device)
+
+
 # ---- the registry -----------------------------------------------------------------
 
 def _check(chapter: str, preset: str) -> None:

@@ -1,0 +1,118 @@
+"""Cyclic against shuffled: per-seed statistics, paired contrasts and verdict rows.
+
+Used by chapter 1 and by the scorecard, so a number on the scorecard is the number in
+the chapter. Runs of the two orders are paired by seed (the same seed trains the same
+documents in both orders). The shuffled runs' statistics are computed with their
+actual order: they are the floor that drift alone gives, without anticipation.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import metrics, stats
+
+MAX_RISE = 1.5  # the stability rule of chapter 1's pilot, applied to every run
+
+
+def per_seed(runs, n_docs: int) -> dict:
+    """Arrays over runs (in the given order) of the statistics the chapter reports.
+
+    rs[n-1]: RS(n), order-aware; doc1[n-1]: share of document 1's forgetting in epoch n
+    recovered before its next visit; online: mean online loss over epochs 2..E (Table
+    1); degenerate[n-1]: RS(n) flagged as not meaningful; unstable: max rise above
+    MAX_RISE or non-finite losses.
+    """
+    n_epochs = runs[0].eval_loss.shape[0] // n_docs
+    out = {k: [] for k in ("rs", "doc1", "degenerate", "online", "unstable", "max_rise")}
+    for r in runs:
+        e = np.asarray(r.eval_loss)
+        finite = np.isfinite(e).all()
+        rs, d1, deg = [], [], []
+        for n in range(1, n_epochs):
+            if not finite:
+                rs.append(np.nan), d1.append(np.nan), deg.append(True)
+                continue
+            rs.append(metrics.recovery_score(e, n_docs, n, r.order))
+            p = metrics.recovery_per_doc(e, n_docs, n, r.order)
+            forgot = p["l_max"][0] - p["l_after"][0]
+            d1.append((p["l_max"][0] - p["l_before"][0]) / forgot if forgot > 0 else np.nan)
+            deg.append(metrics.recovery_is_degenerate(e, n_docs, n, r.order))
+        out["rs"].append(rs), out["doc1"].append(d1), out["degenerate"].append(deg)
+        out["online"].append(metrics.average_online_loss(e, r.order, n_docs)
+                             if finite else np.nan)
+        rise = metrics.max_relative_rise(e) if finite else np.inf
+        out["max_rise"].append(rise)
+        out["unstable"].append(not rise <= MAX_RISE)
+    res = {k: np.asarray(v, dtype=float) for k, v in out.items()}
+    res["rs"], res["doc1"], res["degenerate"] = (
+        res["rs"].T, res["doc1"].T, res["degenerate"].T.astype(bool))
+    res["unstable"] = res["unstable"].astype(bool)
+    return res
+
+
+def paired(cyclic, shuffled) -> tuple[list, list]:
+    """Runs of both orders sorted by seed; raises unless they pair up one to one."""
+    c = sorted(cyclic, key=lambda r: r.config.seed)
+    s = sorted(shuffled, key=lambda r: r.config.seed)
+    if [r.config.seed for r in c] != [r.config.seed for r in s]:
+        raise ValueError("cyclic and shuffled runs must have the same seeds to pair them")
+    return c, s
+
+
+@dataclass
+class Row:
+    """One line of a comparison: a statistic for each order and their contrast."""
+
+    statistic: str
+    cyclic: stats.Interval
+    shuffled: stats.Interval
+    contrast: stats.Interval  # the paper's predicted sign is positive
+    contrast_name: str
+    verdict: str
+
+
+def compare(cyclic, shuffled, n_docs: int) -> dict:
+    """Per-seed statistics of both orders and the paired contrasts with verdicts.
+
+    Returns {"cyclic": per_seed(...), "shuffled": per_seed(...), "rows": [Row, …],
+    "seeds": [...]}. Rows: RS(n) for every epoch, document 1's recovery in epoch 2
+    (Fig. 1a's claim), RS growth from epoch 1 to the last (cyclic only) and the Table 1
+    online loss (shuffled − cyclic: positive when cyclic is better).
+    """
+    c_runs, s_runs = paired(cyclic, shuffled)
+    c, s = per_seed(c_runs, n_docs), per_seed(s_runs, n_docs)
+    rows = []
+    for n in range(1, c["rs"].shape[0] + 1):
+        d = stats.paired_interval(c["rs"][n - 1], s["rs"][n - 1])
+        rows.append(Row(f"RS({n})", stats.t_interval(c["rs"][n - 1]),
+                        stats.t_interval(s["rs"][n - 1]), d, "cyclic − shuffled",
+                        stats.verdict(d)))
+    if c["doc1"].shape[0] >= 2:
+        d = stats.paired_interval(c["doc1"][1], s["doc1"][1])
+        rows.append(Row("document 1, epoch 2: share of forgetting recovered",
+                        stats.t_interval(c["doc1"][1]), stats.t_interval(s["doc1"][1]),
+                        d, "cyclic − shuffled", stats.verdict(d)))
+    if c["rs"].shape[0] >= 2:
+        grow_c = stats.paired_interval(c["rs"][-1], c["rs"][0])
+        grow_s = stats.paired_interval(s["rs"][-1], s["rs"][0])
+        rows.append(Row(f"growth RS({c['rs'].shape[0]}) − RS(1)", grow_c, grow_s, grow_c,
+                        "cyclic", stats.verdict(grow_c)))
+    d = stats.paired_interval(s["online"], c["online"])
+    rows.append(Row("online loss, epochs 2..E (Table 1)", stats.t_interval(c["online"]),
+                    stats.t_interval(s["online"]), d, "shuffled − cyclic",
+                    stats.verdict(d)))
+    return {"cyclic": c, "shuffled": s, "rows": rows,
+            "seeds": [r.config.seed for r in c_runs]}
+
+
+def rows_table(rows, fmt: str = ".2f"):
+    """The rows as a Markdown table (rendered as a table in the book)."""
+    from IPython.display import Markdown
+
+    head = "| statistic | cyclic | shuffled (floor) | contrast | verdict |"
+    lines = [head, "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.statistic} | {r.cyclic.text(fmt)} | {r.shuffled.text(fmt)} | "
+                     f"{r.contrast_name}: {r.contrast.text(fmt)} | {r.verdict} |")
+    return Markdown("\n".join(lines))

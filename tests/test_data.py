@@ -211,3 +211,86 @@ def test_cnn_dailymail_fails_fast_when_hub_unreachable(tok, monkeypatch):
     with pytest.raises(RuntimeError, match="cnn-embedded"):
         data.load_documents("cnn_dailymail", tok, 3, C, seed=0)
     assert time.perf_counter() - t0 < 10
+
+
+# ---- doc_filter: the ≥ C filter (cpu presets) or any length, padded (paper) ---------
+#
+# A jsonl corpus of 3 long and 3 short articles (byte tokenizer, C = 16: a short one
+# has fewer than 16 bytes). Expected rows are written out by hand.
+MIXED = [
+    {"article": "Long article number zero, well over sixteen bytes."},  # id 0
+    {"article": "Hi there"},                                           # id 1: 8 bytes
+    {"article": "Long article number two, also over sixteen."},        # id 2
+    {"article": "Short one."},                                         # id 3: 10 bytes
+    {"article": "Long article number four, more than enough."},        # id 4
+    {"article": "ok"},                                                 # id 5: 2 bytes
+]
+SHORT_IDS, LONG_IDS = {"1", "3", "5"}, {"0", "2", "4"}
+
+
+@pytest.fixture
+def mixed_corpus(tmp_path, datasets_cache):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "docs.jsonl").write_text("\n".join(json.dumps(r) for r in MIXED) + "\n")
+    return str(folder)
+
+
+def test_doc_filter_any_takes_short_articles_and_pads_them(tok, mixed_corpus):
+    docs = data.load_documents(mixed_corpus, tok, 6, C, seed=0, doc_filter="any")
+    assert sorted(docs.doc_ids) == ["0", "1", "2", "3", "4", "5"]  # all six, short too
+    rows = dict(zip(docs.doc_ids, range(6)))
+    # "Hi there": bytes 72 105 32 116 104 101 114 101, then 8 pads (id 256)
+    r = rows["1"]
+    assert docs.input_ids[r].tolist() == [72, 105, 32, 116, 104, 101, 114, 101] + [PAD] * 8
+    assert docs.labels[r].tolist() == [72, 105, 32, 116, 104, 101, 114, 101] + [-100] * 8
+    assert docs.attention_mask[r].tolist() == [1] * 8 + [0] * 8
+    # "ok": 2 real tokens, 14 pads
+    r = rows["5"]
+    assert docs.input_ids[r].tolist() == [111, 107] + [PAD] * 14
+    assert docs.labels[r].tolist() == [111, 107] + [-100] * 14
+    assert docs.attention_mask[r].tolist() == [1, 1] + [0] * 14
+    # lengths per document: 8, 10, 2 real tokens for the short ones, C for the long ones
+    n_real = {d: int(docs.attention_mask[i].sum()) for d, i in rows.items()}
+    assert n_real == {"0": C, "1": 8, "2": C, "3": 10, "4": C, "5": 2}
+    # long ones are truncated to C and carry no padding
+    r = rows["0"]
+    assert docs.input_ids[r].tolist() == list(b"Long article num")
+    assert torch.equal(docs.labels[r], docs.input_ids[r])
+
+
+def test_doc_filter_default_skips_short_articles(tok, mixed_corpus):
+    docs = data.load_documents(mixed_corpus, tok, 3, C, seed=0)  # default: min_context
+    assert set(docs.doc_ids) == LONG_IDS
+    assert (docs.attention_mask == 1).all() and (docs.labels != -100).all()
+    same = data.load_documents(mixed_corpus, tok, 3, C, seed=0, doc_filter="min_context")
+    assert same.doc_ids == docs.doc_ids
+    with pytest.raises(ValueError, match="n_docs=4.*min_context"):
+        data.load_documents(mixed_corpus, tok, 4, C, seed=0)
+
+
+def test_doc_filter_any_samples_regardless_of_length(tok, mixed_corpus):
+    # T=2 of 6 over 12 seeds: under "any" short articles are drawn as often as they
+    # come up (P(no short one in 12 draws of 2) = (1/5)^12); the default never draws one
+    picked_any, picked_min = set(), set()
+    for seed in range(12):
+        picked_any |= set(data.load_documents(mixed_corpus, tok, 2, C, seed,
+                                              doc_filter="any").doc_ids)
+        picked_min |= set(data.load_documents(mixed_corpus, tok, 2, C, seed).doc_ids)
+    assert picked_any & SHORT_IDS
+    assert picked_min == LONG_IDS
+
+
+def test_doc_filter_any_needs_one_next_token_target(tok, tmp_path):
+    # a 1-token document has no next-token target (its loss would be 0/0): skipped
+    for name, text in {"a.txt": "x", "b.txt": "yz", "c.txt": "a longer text here"}.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    docs = data.load_documents(str(tmp_path), tok, 2, C, seed=0, doc_filter="any")
+    assert sorted(docs.doc_ids) == ["b.txt", "c.txt"]
+    with pytest.raises(ValueError, match="n_docs=3"):
+        data.load_documents(str(tmp_path), tok, 3, C, seed=0, doc_filter="any")
+
+
+def test_doc_filter_unknown_value_is_rejected(tok, mixed_corpus):
+    with pytest.raises(ValueError, match="doc_filter"):
+        data.load_documents(mixed_corpus, tok, 2, C, seed=0, doc_filter="all")

@@ -271,6 +271,41 @@ def test_recovery_per_doc_shuffled_peak_offsets():
     assert d["peak"].tolist() == [1, 1, 2]
 
 
+def test_recovery_window_ends_before_the_revisit_row():
+    # SPEC §3.3: l_max(n) is the max over k_n(t) ≤ k ≤ k_{n+1}(t) − 1. The row k_{n+1}(t)
+    # itself (the loss right AFTER the (n+1)-th training) is outside the window. Here it
+    # is the largest value of every column (that training made things worse), so a
+    # window that included it would change l_max and RS.
+    # T=3, E=2, cyclic: k_1 = (1, 2, 3), k_2 = (4, 5, 6)
+    #        doc0 doc1 doc2
+    M = np.array(
+        [
+            [6, 6, 6],  # k=0
+            [2, 7, 7],  # k=1 trained doc0
+            [5, 2, 8],  # k=2 trained doc1
+            [3, 6, 2],  # k=3 trained doc2
+            [9, 4, 5],  # k=4 trained doc0: its revisit row k_2(0) = 4
+            [4, 9, 3],  # k=5 trained doc1: revisit row k_2(1) = 5
+            [4, 5, 9],  # k=6 trained doc2: revisit row k_2(2) = 6
+        ],
+        dtype=float,
+    )
+    # windows (rows k_1..k_2 − 1): doc0 rows 1..3 = 2 5 3, doc1 rows 2..4 = 2 6 4,
+    #                              doc2 rows 3..5 = 2 5 3
+    #   l_max = (5, 6, 5) → 16/3; l_before = (3, 4, 3) → 10/3; l_after = (2, 2, 2) → 2
+    #   RS(1) = (16/3 − 10/3) / (16/3 − 2) = 2 / (10/3) = 3/5
+    # (with the revisit row in the window: l_max = 9, RS = (9 − 10/3) / (9 − 2) = 17/21)
+    d = metrics.recovery_per_doc(M, 3, 1)
+    assert d["l_max"].tolist() == [5, 6, 5]
+    assert d["l_before"].tolist() == [3, 4, 3]
+    assert d["l_after"].tolist() == [2, 2, 2]
+    assert d["peak"].tolist() == [1, 1, 1]
+    assert metrics.recovery_parts(M, 3, 1) == pytest.approx(
+        {"l_max": 16 / 3, "l_before": 10 / 3, "l_after": 2.0})
+    assert metrics.recovery_score(M, 3, 1) == pytest.approx(3 / 5)
+    assert metrics.recovery_score(M, 3, 1) != pytest.approx(17 / 21)
+
+
 def test_recovery_score_nan_without_forgetting():
     flat = np.full((7, 3), 2.0)  # l_max = l_before = l_after = 2
     assert math.isnan(metrics.recovery_score(flat, 3, 1))

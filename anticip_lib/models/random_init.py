@@ -1,0 +1,60 @@
+"""Random initialisation of a pythia-* / tiny-gpt shape (SPEC §2.3, route 2; App. B.4)."""
+
+import torch
+from torch import nn
+from transformers import GPTNeoXConfig
+
+from .registry import MODELS, family_names
+
+# parameter-name keys of the Pythia recipe; the output layer is embed_out in
+# transformers 4.x (the official code) and lm_head in 5.x
+SMALL_INIT = ("query_key_value", "dense_h_to_4h", "embed_in", "embed_out", "lm_head")
+WANG_INIT = ("attention.dense", "dense_4h_to_h")
+
+
+def pythia_config(name: str, vocab_size: int | None = None) -> GPTNeoXConfig:
+    """GPT-NeoX config with the shape of a pythia-* (or tiny-gpt) registry entry."""
+    spec = MODELS.get(name)
+    if spec is None or spec.family not in ("pythia", "tiny"):
+        raise ValueError(f"model must be one of {', '.join(family_names('pythia', 'tiny'))}"
+                         f" for pythia_config; got {name!r}")
+    d = spec.d_model
+    rope = dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.25)
+    return GPTNeoXConfig(
+        vocab_size=vocab_size or (50304 if spec.family == "pythia" else 257),
+        hidden_size=d, num_hidden_layers=spec.n_layers,
+        num_attention_heads=spec.n_heads, intermediate_size=4 * d, hidden_act="gelu",
+        max_position_embeddings=spec.max_context, rope_parameters=rope,
+        use_parallel_residual=True, tie_word_embeddings=False, attention_bias=True,
+        attention_dropout=0.0, hidden_dropout=0.0, layer_norm_eps=1e-5,
+        initializer_range=0.02, bos_token_id=0, eos_token_id=0)
+
+
+@torch.no_grad()
+def init_normal_(model: nn.Module, std: float = 0.02) -> None:
+    """Linear/Embedding weights ~ N(0, std²), biases 0, LayerNorm 1 and 0 (App. B.4)."""
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            m.weight.normal_(0.0, std)
+            if getattr(m, "bias", None) is not None:
+                m.bias.zero_()
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+@torch.no_grad()
+def init_pythia_(model: nn.Module, d_model: int, n_layers: int) -> None:
+    """Pythia recipe: N(0, 0.02²), then small_init √(2/(5d)) and wang_init 2/(L·√d)."""
+    init_normal_(model, 0.02)
+    # deviation: d and L are this model's own; the official train_interleave.py
+    # hard-codes d=2048, L=16 (right only for Pythia-1B). We also redraw with the target
+    # std instead of rescaling the N(0, 0.02²) draw: same distribution, other numbers.
+    small, wang = (2 / (5 * d_model)) ** 0.5, 2 / (n_layers * d_model ** 0.5)
+    for pname, p in model.named_parameters():
+        if "norm" in pname or "bias" in pname:
+            continue
+        if any(k in pname for k in SMALL_INIT):
+            p.normal_(0.0, small)
+        elif any(k in pname for k in WANG_INIT):
+            p.normal_(0.0, wang)

@@ -103,3 +103,46 @@ def choose(verdicts: list[Verdict], n_params: dict) -> Verdict | None:
     if not ok:
         return None
     return min(ok, key=lambda v: (v.init != "pretrained", -n_params.get(v.model, 0), v.lr))
+
+
+def screen_row(run, *, max_rise: float, min_fit: float, **_ignored) -> dict:
+    """One screened candidate (one epoch, one seed): fit and rise only."""
+    c = run.config
+    fit = float(np.mean(metrics.episode_fit(run.eval_loss, run.order)))
+    rise = metrics.max_relative_rise(run.eval_loss)
+    ok = bool(np.isfinite(run.eval_loss).all() and rise <= max_rise and fit >= min_fit)
+    return {"model": c.model, "optimizer": c.optimizer, "lr": f"{c.lr:g}",
+            "T × E": f"{c.n_docs} × {c.n_epochs}", "mean fit": f"{fit:.2f}",
+            "max rise": f"{rise:.2f}", "min / run": f"{run.meta['wall_s'] / 60:.1f}",
+            "passes the screen": "yes: needs the full pilot" if ok else "no"}
+
+
+def stability_rows(runs, max_rise: float, about: dict | None = None) -> list[dict]:
+    """Per corpus and order: runs, unstable runs, max rise and mean fit.
+
+    about: optional {corpus: description} shown beside each corpus name.
+    """
+    out: dict = {}
+    for r in runs:
+        out.setdefault((r.config.corpus, r.config.order), []).append(r)
+    rows = []
+    for (corpus, order), rr in out.items():
+        rises = [metrics.max_relative_rise(r.eval_loss) for r in rr]
+        fit = np.nanmean([metrics.episode_fit(r.eval_loss, r.order).mean() for r in rr])
+        rows.append({"corpus": corpus, "order": order, "runs": len(rr),
+                     "unstable": sum(not run_is_stable(r, max_rise) for r in rr),
+                     "max rise": f"{np.nanmax(rises):.2f}", "mean fit": f"{fit:.2f}",
+                     "corpus (what it is)": (about or {}).get(corpus, "")})
+    return rows
+
+
+def check_choice(chosen: Verdict | None, expected: dict, overrides: dict) -> None:
+    """Fail loudly when the rules no longer pick the preset's protocol (no overrides)."""
+    if overrides:
+        return
+    got = None if chosen is None else dict(model=chosen.model, init=chosen.init,
+                                           optimizer=chosen.optimizer, lr=chosen.lr)
+    want = {k: expected[k] for k in ("model", "init", "optimizer", "lr")}
+    if got != want:
+        raise RuntimeError(f"the pilot rules choose {got}, but the preset runs {want}: "
+                           "update presets.CH1_CPU_PROTOCOL and recompute the main runs")

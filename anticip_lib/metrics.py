@@ -177,3 +177,12 @@ def max_relative_rise(eval_loss: np.ndarray) -> float:
     """max over k, t of L[k, t] / L[0, t]: how far any document's loss rose above its start."""
     eval_loss = np.asarray(eval_loss)
     return float((eval_loss / eval_loss[0]).max())
+
+
+def mean_sd(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single value; nan, nan for
+    none): the ± of every table and band in the book."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0

@@ -8,7 +8,7 @@ import ipywidgets as W
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-from . import plots
+from . import plots, toy_plots
 
 
 def explore_doc_curves(runs_by_label: dict):
@@ -78,7 +78,7 @@ def toy_explorer(n_tasks=25, dim_in=100, dim_embed=100, lr=0.01, n_epochs=50,
         )
         with out:
             out.clear_output(wait=True)
-            plots.toy_summary(r)
+            toy_plots.summary(r)
             plt.show()
 
     for w in c.values():

@@ -20,7 +20,8 @@ Modules, in the order they build on each other:
 from .. import paths
 from .gguf_conversion import convert_gguf
 from .load import load_model, load_tokenizer
-from .random_init import SMALL_INIT, WANG_INIT, init_normal_, init_pythia_, pythia_config
+from .random_init import (SMALL_INIT, WANG_INIT, init_normal_, init_pythia_,
+                          pythia_config)
 from .registry import MODELS, ModelSpec, describe, max_context
 from .tokenizer import EOT
 

@@ -16,8 +16,9 @@ def pythia_config(name: str, vocab_size: int | None = None) -> GPTNeoXConfig:
     """GPT-NeoX config with the shape of a pythia-* (or tiny-gpt) registry entry."""
     spec = MODELS.get(name)
     if spec is None or spec.family not in ("pythia", "tiny"):
-        raise ValueError(f"model must be one of {', '.join(family_names('pythia', 'tiny'))}"
-                         f" for pythia_config; got {name!r}")
+        names = ", ".join(family_names("pythia", "tiny"))
+        raise ValueError(f"model must be one of {names} for pythia_config; "
+                         f"got {name!r}")
     d = spec.d_model
     rope = dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.25)
     return GPTNeoXConfig(

@@ -195,11 +195,3 @@ def run_cached(
     run = train_run(config, device=device, checkpoint=ckpt, progress=progress)
     save_run(run, experiment)
     return load_run(config, experiment) or run
-
-
-def mean_sd(values) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
-    v = np.asarray(values, dtype=float)
-    if v.size == 0:
-        return float("nan"), float("nan")
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0

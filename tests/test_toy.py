@@ -1,4 +1,5 @@
-"""The toy model (SPEC §6): its step, its fast simulation, and the chapter notebook."""
+"""The toy model (SPEC §6): its step, its fast simulation, and its Explore widget
+(the chapter notebook runs in test_notebooks.py)."""
 
 from pathlib import Path
 
@@ -8,7 +9,6 @@ import pytest
 from anticip_lib import metrics, orders, toy
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOK = REPO / "notebooks" / "07_toy_model.ipynb"
 
 
 def _trained_losses(r):
@@ -200,23 +200,6 @@ def test_recovery_curve_agrees_with_metrics():
     assert rs.shape == (5,)
     assert rs[2] == pytest.approx(metrics.recovery_score(r.eval_loss, 25, 3))
     assert rs[2] == pytest.approx(r.recovery(3))
-
-
-@pytest.mark.slow
-def test_notebook_runs_with_the_smoke_preset(tmp_path):
-    pm = pytest.importorskip("papermill")
-    out = tmp_path / NOTEBOOK.name
-    pm.execute_notebook(
-        str(NOTEBOOK), str(out), parameters={"preset": "smoke"}, cwd=str(NOTEBOOK.parent),
-        kernel_name="python3", progress_bar=False,
-    )
-    import nbformat
-
-    nb = nbformat.read(out, as_version=4)
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
-    assert not errors
-    assert "widgets" in nb.metadata  # the Explore widget saved its state
 
 
 def test_explorer_redraws_on_every_control():

@@ -48,6 +48,14 @@ def band(ax, x, ys, label, c):
     return mean
 
 
+def rs_axes(ax) -> None:
+    """The recovery-score axes of every chapter: RS(n) over integer epochs, a zero line."""
+    ax.axhline(0, color="0.6", lw=1, zorder=0)
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ax.set_xlabel("epoch n")
+    ax.set_ylabel("recovery score RS(n)")
+
+
 def doc_curve(runs_by_label: dict, *, doc: int = 0, ax=None):
     """Loss on one document over episodes, mean ± sd over seeds (Fig. 1a).
 
@@ -108,10 +116,7 @@ def recovery_by_epoch(scores_by_label: dict, *, ax=None):
     for i, (label, scores) in enumerate(scores_by_label.items()):
         scores = np.atleast_2d(scores)
         band(ax, np.arange(1, scores.shape[1] + 1), scores, label, color(label, i))
-    ax.axhline(0, color="0.6", lw=1, zorder=0)
-    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    ax.set_xlabel("epoch n")
-    ax.set_ylabel("recovery score RS(n)")
+    rs_axes(ax)
     ax.legend(frameon=False)
     return fig
 

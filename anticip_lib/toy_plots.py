@@ -76,7 +76,13 @@ def recovery(runs_by_label: dict, *, doc: int = 0, loss_labels=None, zoom: int =
         loss(shown, doc=doc, epochs=(max(1, E - zoom + 1), E), log=False, ax=ax[1])
         ax[1].get_legend().remove()
         ax[1].set_ylim(bottom=0)
-    a = ax[-1]
+    _rs_panel(ax[-1], runs_by_label)
+    ax[-1].legend(frameon=False, fontsize="small", loc="center right")
+    return fig
+
+
+def _rs_panel(a, runs_by_label: dict) -> None:
+    """RS(n) per epoch, mean ± sd over seeds; open circles: degenerate in some seed."""
     for i, (label, runs) in enumerate(runs_by_label.items()):
         curves = [toy.recovery_curve(r) for r in runs]
         rs = np.array([c[0] for c in curves])
@@ -85,12 +91,9 @@ def recovery(runs_by_label: dict, *, doc: int = 0, loss_labels=None, zoom: int =
         n = np.arange(1, rs.shape[1] + 1)
         mean = plots.band(a, n, rs, label, c)
         a.plot(n[deg], mean[deg], "o", mfc="white", mec=c, ms=4, zorder=3)
-    a.axhline(0, color="0.6", lw=1, zorder=0)
+    plots.rs_axes(a)
+    a.set_xlim(0.5, n[-1] + 0.5)  # the epochs show even when every RS is nan (diverged)
     a.set_ylim(min(0, a.get_ylim()[0]), 1.02)
-    a.set_xlabel("epoch n")
-    a.set_ylabel("recovery score RS(n)")
-    a.legend(frameon=False, fontsize="small", loc="center right")
-    return fig
 
 
 def circle(run, *, epochs=(0, 1, 2, 5, 10, 20), ax=None):
@@ -198,14 +201,7 @@ def summary(run, *, ax=None):
         ax[0].text(0.5, 0.5, "diverged at once", ha="center", transform=ax[0].transAxes)
     else:
         loss({label: [run]}, ax=ax[0])
-    rs, deg = toy.recovery_curve(run)
-    n = np.arange(1, len(rs) + 1)
-    ax[1].plot(n, rs, color=plots.color(label))
-    ax[1].plot(n[deg], rs[deg], "o", mfc="white", mec=plots.color(label), ms=4)
-    ax[1].set_ylim(min(0, np.nanmin(rs, initial=0)), 1.02)
-    ax[1].axhline(0, color="0.6", lw=1, zorder=0)
-    ax[1].set_xlabel("epoch n")
-    ax[1].set_ylabel("recovery score RS(n)")
+    _rs_panel(ax[1], {label: [run]})
     last = run.config.n_epochs
     while last > 0 and not np.isfinite(run.solutions[last]).all():
         last -= 1

@@ -48,3 +48,23 @@ def test_band_draws_mean_and_one_sd():
     assert ax2 is ax and fig2 is fig
     plots.band(ax, [0, 1], [[0.0, 2.0]], "one seed", "blue")
     assert len(ax.collections) == 1  # one run: no band
+
+
+def test_recovery_by_epoch_axes():
+    fig = plots.recovery_by_epoch({"cyclic": [[0.2, 0.4, 0.6], [0.4, 0.6, 1.0]]})
+    ax = fig.axes[0]
+    line = ax.lines[0]  # the mean over seeds, at epochs 1, 2, 3
+    assert np.array_equal(line.get_xdata(), [1, 2, 3])
+    assert np.allclose(line.get_ydata(), [0.3, 0.5, 0.8])
+    assert ax.get_xlabel() == "epoch n" and ax.get_ylabel() == "recovery score RS(n)"
+    assert [t for t in ax.get_xticks() if 1 <= t <= 3] == [1, 2, 3]  # whole epochs
+
+
+def test_toy_summary_of_a_diverged_run():
+    from anticip_lib import toy, toy_plots
+
+    run = toy.run(n_tasks=6, dim_in=20, dim_embed=20, lr=0.5, n_epochs=4)
+    assert run.diverged and np.isnan(toy.recovery_curve(run)[0]).all()
+    fig = toy_plots.summary(run)
+    rs_ax = fig.axes[1]
+    assert rs_ax.get_xlim() == (0.5, 3.5)  # RS(1..3) have places though all are nan

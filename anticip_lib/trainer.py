@@ -7,9 +7,13 @@ pluggable (`loss_fn`), so the same loop serves token documents (`lm_loss`), pixe
 images and labelled image batches.
 """
 
+import functools
 import hashlib
+import json
 import math
 import os
+import secrets
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+
+from . import records
 
 
 @dataclass
@@ -29,6 +35,7 @@ class Run:
     train_loss: np.ndarray  # (E·T·M,), before each update
     order: np.ndarray  # (E·T,) document of each episode
     meta: dict = field(default_factory=dict)
+    records: dict = field(default_factory=dict)  # {recorder name: {key: (E·T+1, …)}}
 
 
 def lm_loss(model, input_ids, labels, attention_mask=None) -> torch.Tensor:
@@ -85,18 +92,190 @@ def _lr_at(step: int, total: int, lr: float, schedule: str) -> float:
     raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {schedule!r}")
 
 
-def _fingerprint(order, steps_per_doc, optimizer, lr, lr_schedule, inputs, labels) -> str:
+# ---- checkpoints ----------------------------------------------------------------
+
+CHECKPOINT_FORMAT = "anticip-checkpoint-2"  # torch.save of tensors and plain values only
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be used for this run; the message says what to do."""
+
+
+def _delete_advice(path: Path) -> str:
+    return (f"Delete it to start this run from episode 0 (rm '{path}'), or pass the "
+            "checkpoint of this run.")
+
+
+def _callable_name(f) -> str:
+    if isinstance(f, functools.partial):
+        kw = sorted(f.keywords.items())
+        return f"partial({_callable_name(f.func)}, {f.args!r}, {kw!r})"
+    qual = getattr(f, "__qualname__", None) or type(f).__qualname__
+    return f"{getattr(f, '__module__', None) or type(f).__module__}.{qual}"
+
+
+def _update_tensor(h, t) -> None:
+    t = torch.as_tensor(t).detach()
+    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+def _fingerprint(model, order, inputs, labels, attention_mask, settings: dict,
+                 run_key: str | None) -> str:
+    """Hash of everything that changes a run's numbers, taken before the first step.
+
+    The model's *initial* state (so its name, init, revision and seed), which parameters
+    are trained, the documents (token ids, so corpus, tokenizer, seed, C), the order,
+    the settings (M, optimizer, lr, schedule, loss function by name, recorders) and
+    `run_key` (train_run passes its config's key fields).
+    """
     h = hashlib.sha1()
-    for part in (np.asarray(order), inputs.cpu().numpy(), labels.cpu().numpy()):
-        h.update(np.ascontiguousarray(part).tobytes())
-    h.update(repr((steps_per_doc, optimizer, float(lr), lr_schedule)).encode())
+    h.update(CHECKPOINT_FORMAT.encode())
+    for part in (torch.as_tensor(np.asarray(order)), inputs, labels):
+        _update_tensor(h, part)
+    if attention_mask is None:
+        h.update(b"no attention mask")
+    else:
+        _update_tensor(h, attention_mask)
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        _update_tensor(h, t)
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    h.update(json.dumps(trained).encode())
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    h.update((run_key or "").encode())
     return h.hexdigest()
 
 
 def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
+    """torch.save to a temporary name unique to this process, then an atomic rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _load_checkpoint(path: Path, fingerprint: str, shapes: dict) -> dict:
+    """The checkpoint's state (CPU tensors, memory-mapped), after every check.
+
+    `weights_only=True`: the file is read by torch's restricted unpickler, which builds
+    tensors, dicts, lists and plain values only, so a file with a pickle payload is
+    refused without running it. The fingerprint is compared before any of the state is
+    used.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # noqa: BLE001 - truncated, foreign or malicious file
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read safely ({type(err).__name__}: {first}): "
+            "it is damaged (e.g. truncated), was written by another program or by an "
+            f"older anticip_lib, or holds code. {_delete_advice(path)}") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(
+            f"checkpoint {path} is not an anticip_lib checkpoint of format "
+            f"{CHECKPOINT_FORMAT!r} (found {found!r}). {_delete_advice(path)}")
+    if state.get("fingerprint") != fingerprint:
+        raise CheckpointError(
+            f"checkpoint {path} belongs to a different run: its model, initial weights, "
+            "documents, order or training settings differ from this call's. "
+            + _delete_advice(path))
+    problems = []
+    if not isinstance(state.get("done"), int) or not 0 <= state["done"] <= shapes["done"]:
+        problems.append("episodes done")
+    for key in ("eval_loss", "train_loss"):
+        t = state.get(key)
+        if not torch.is_tensor(t) or tuple(t.shape) != shapes[key]:
+            problems.append(key)
+    recs = state.get("records")
+    if not isinstance(recs, dict) or any(
+        not isinstance(v, dict) or any(not torch.is_tensor(a) or a.shape[0] != shapes["done"] + 1
+                                       for a in v.values())
+        for v in recs.values()
+    ):
+        problems.append("records")
+    for key in ("model", "optimizer", "rng"):
+        if key not in state:
+            problems.append(key)
+    if problems:
+        raise CheckpointError(f"checkpoint {path} is incomplete ({', '.join(problems)}). "
+                              + _delete_advice(path))
+    return state
+
+
+# ---- devices and folders, checked before any work --------------------------------
+
+def resolve_device(device) -> torch.device:
+    """`device` as a torch.device that exists here ("auto": CUDA when available)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'; "
+                         f"got {device!r}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r}: CUDA is not available here (torch "
+                             f"{torch.__version__}); use device='cpu', or 'auto' to take "
+                             "a GPU when there is one")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r}: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device={device!r}: MPS is not available here; use 'cpu'")
+    elif dev.type != "cpu":
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'; "
+                         f"got {device!r}")
+    return dev
+
+
+def ensure_writable(folder, what: str, hint: str = "") -> Path:
+    """Create `folder` if needed and prove that a file can be written there.
+
+    Raises OSError naming the folder (and `what` it is for) before any work is done.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OSError(f"{what} {folder} is not writable ({type(err).__name__}: "
+                      f"{err.strerror or err}). {hint}".rstrip()) from err
+    return folder
+
+
+# ---- the loop ---------------------------------------------------------------------
+
+_clock = time.monotonic  # the checkpoint interval's clock (tests replace it)
+
+def _store(arrays: dict, name: str, k: int, out, n_rows: int) -> None:
+    """Put recorder `name`'s output for episode k into its stacked arrays."""
+    if not isinstance(out, dict) or not out:
+        raise TypeError(f"recorder {name!r} must return a non-empty dict of arrays, "
+                        f"got {type(out).__name__}")
+    slot = arrays.setdefault(name, {})
+    if slot and set(slot) != set(out):
+        raise ValueError(f"recorder {name!r} returned keys {sorted(out)} at episode {k}, "
+                         f"{sorted(slot)} before")
+    for key, value in out.items():
+        a = np.asarray(value)
+        if key not in slot:
+            dtype = a.dtype if np.issubdtype(a.dtype, np.floating) else np.float64
+            slot[key] = np.full((n_rows, *a.shape), np.nan, dtype=dtype)
+        if slot[key].shape[1:] != a.shape:
+            raise ValueError(f"recorder {name!r}, key {key!r}: shape {a.shape} at episode "
+                             f"{k}, {slot[key].shape[1:]} before")
+        slot[key][k] = a
 
 
 def train(
@@ -113,7 +292,11 @@ def train(
     loss_fn=lm_loss,
     eval_batch: int | None = None,
     on_episode_end=None,
+    record=None,
     checkpoint: str | os.PathLike | None = None,
+    checkpoint_every_s: float = 600.0,
+    keep_checkpoint: bool = False,
+    run_key: str | None = None,
     device: str | torch.device = "cpu",  # or "auto": CUDA when available
     progress: bool = True,
 ) -> Run:
@@ -121,11 +304,31 @@ def train(
 
     inputs, labels: (T, …) tensors, one entry per document (token ids (T, C) for LMs).
     order: (E·T,) document index of each episode (see `anticip_lib.orders`).
-    on_episode_end(k, model): called after episode k's evaluation, k = 0..E·T (0 =
-    before training), in this process only (a resumed run skips finished episodes).
-    checkpoint: file written atomically after every episode; if it exists the run
-    resumes from it and ends with the same arrays as an uninterrupted run. It is
-    deleted when the run completes.
+    on_episode_end(k, model): called after episode k's evaluation (and recorders),
+    k = 0..E·T (0 = before training), in this process only: a resumed run calls it
+    again for the episodes since its last checkpoint, not for the ones before.
+    record: a recorder or several (`anticip_lib.records`); their per-episode arrays are
+    stacked into `run.records[name][key]`, shape (E·T+1, …), and kept in checkpoints.
+
+    Divergence: training stops at the first non-finite training loss (that step is not
+    taken) or evaluation loss; the episode is still evaluated, and the rows of the
+    episodes after it stay NaN (`meta["diverged_at"]` = that episode). No compute is
+    spent on a diverged model.
+
+    checkpoint: a file holding the whole state (weights, optimizer, RNG, losses,
+    records). It is written atomically at the end of every epoch (every T episodes),
+    after a divergence, and otherwise whenever `checkpoint_every_s` seconds have passed
+    since the last write (0: after every episode). If it exists, the run resumes from
+    it and ends with the same arrays as an uninterrupted run; a file that belongs to
+    another run or cannot be read safely raises CheckpointError naming it. It is
+    deleted when the run completes, unless `keep_checkpoint` (then it is also written
+    at the very end, so a caller can delete it once the results are safely saved, and a
+    call with the complete checkpoint finishes at once).
+    run_key: text identifying the run, mixed into the checkpoint's fingerprint
+    (`train_run` passes its config's key fields). The fingerprint also hashes the
+    model's initial state, its trained parameters' names, the documents, the order, the
+    settings, the loss function's name and the recorders, so a checkpoint of another
+    model, init, seed, corpus or setting is refused even without a run_key.
     """
     order = np.asarray(order, dtype=np.int64)
     n_docs, n_episodes = inputs.shape[0], len(order)
@@ -133,37 +336,89 @@ def train(
         raise ValueError(f"steps_per_doc must be >= 1, got {steps_per_doc}")
     if order.min() < 0 or order.max() >= n_docs:
         raise ValueError(f"order holds document indices outside 0..{n_docs - 1}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    if not (isinstance(checkpoint_every_s, (int, float)) and checkpoint_every_s >= 0):
+        raise ValueError(f"checkpoint_every_s must be a number >= 0 (seconds), got "
+                         f"{checkpoint_every_s!r}")
+    _lr_at(0, 1, lr, lr_schedule)  # rejects an unknown schedule before any work
+    recs = records.as_tuple(record)
+    device = resolve_device(device)
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    total_steps = n_episodes * steps_per_doc
+    state = None
+    if ckpt is not None:
+        ensure_writable(ckpt.parent, "checkpoint folder")
+        settings = dict(steps_per_doc=int(steps_per_doc), optimizer=optimizer,
+                        lr=repr(float(lr)), lr_schedule=lr_schedule,
+                        loss_fn=_callable_name(loss_fn), records=records.identity(recs))
+        fp = _fingerprint(model, order, inputs, labels, attention_mask, settings, run_key)
+        if ckpt.exists():
+            shapes = {"done": n_episodes, "eval_loss": (n_episodes + 1, n_docs),
+                      "train_loss": (total_steps,)}
+            state = _load_checkpoint(ckpt, fp, shapes)
     model.to(device)
     inputs, labels = inputs.to(device), labels.to(device)
     if attention_mask is not None:
         attention_mask = attention_mask.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = _make_optimizer(optimizer, params, lr)
-    total_steps = n_episodes * steps_per_doc
     eval_loss = np.full((n_episodes + 1, n_docs), np.nan)
     train_loss = np.full(total_steps, np.nan)
-    fp = _fingerprint(order, steps_per_doc, optimizer, lr, lr_schedule, inputs, labels)
-    ckpt = Path(checkpoint) if checkpoint is not None else None
-    done = 0  # episodes completed
-    if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
-        if state["fingerprint"] != fp:
-            raise RuntimeError(f"checkpoint {ckpt} belongs to a different run; delete it")
+    rec_arrays: dict = {}
+    done, diverged_at, wall_before = 0, None, 0.0  # episodes completed
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        for s in opt.state.values():  # own copies, not views of the mapped file
+            for key, v in s.items():
+                if torch.is_tensor(v):
+                    s[key] = v.clone()
         torch.set_rng_state(state["rng"])
-        eval_loss, train_loss, done = state["eval_loss"], state["train_loss"], state["done"]
+        eval_loss = state["eval_loss"].numpy().copy()
+        train_loss = state["train_loss"].numpy().copy()
+        rec_arrays = {n: {k: a.numpy().copy() for k, a in v.items()}
+                      for n, v in state["records"].items()}
+        done = state["done"]
+        diverged_at = state.get("diverged_at")
+        wall_before = float(state.get("wall_s", 0.0))
+        del state
+    for r in recs:
+        if hasattr(r, "bind"):
+            r.bind(inputs, labels, attention_mask, loss_fn)
     eval_kw = dict(loss_fn=loss_fn, eval_batch=eval_batch)
     t0 = time.perf_counter()
-    if done == 0:
-        eval_loss[0] = evaluate(model, inputs, labels, attention_mask, **eval_kw)
+
+    def after_episode(k):
+        for r in recs:
+            _store(rec_arrays, r.name, k, r(k, model), n_episodes + 1)
         if on_episode_end is not None:
-            on_episode_end(0, model)
+            on_episode_end(k, model)
+
+    def write_checkpoint(k):
+        _save_atomic({
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": fp,
+            "done": k,
+            "diverged_at": diverged_at,
+            "wall_s": wall_before + time.perf_counter() - t0,
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "rng": torch.get_rng_state(),
+            "eval_loss": torch.from_numpy(eval_loss),
+            "train_loss": torch.from_numpy(train_loss),
+            "records": {n: {key: torch.from_numpy(a) for key, a in v.items()}
+                        for n, v in rec_arrays.items()},
+        }, ckpt)
+
+    if done == 0 and diverged_at is None:
+        eval_loss[0] = evaluate(model, inputs, labels, attention_mask, **eval_kw)
+        after_episode(0)
+        if not np.isfinite(eval_loss[0]).all():
+            diverged_at = 0
+    last_write = _clock()
     bar = tqdm(total=n_episodes, initial=done, desc="episodes", disable=not progress)
-    for k in range(done + 1, n_episodes + 1):  # episode k trains order[k-1]
+    k = done
+    while diverged_at is None and k < n_episodes:
+        k += 1  # episode k trains order[k-1]
         d = order[k - 1]
         x, y = inputs[d : d + 1], labels[d : d + 1]
         m = None if attention_mask is None else attention_mask[d : d + 1]
@@ -175,42 +430,46 @@ def train(
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, total_steps, lr, lr_schedule)
             loss = loss_fn(model, x, y, m).mean()
+            train_loss[step] = loss.item()
+            if not math.isfinite(train_loss[step]):
+                diverged_at = k  # no step with a non-finite loss; evaluate and stop
+                break
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            train_loss[step] = loss.item()
         eval_loss[k] = evaluate(model, inputs, labels, attention_mask, **eval_kw)
-        if on_episode_end is not None:
-            on_episode_end(k, model)
-        if ckpt is not None:
-            _save_atomic(
-                {
-                    "fingerprint": fp,
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "rng": torch.get_rng_state(),
-                    "eval_loss": eval_loss,
-                    "train_loss": train_loss,
-                    "done": k,
-                },
-                ckpt,
-            )
+        if not np.isfinite(eval_loss[k]).all():
+            diverged_at = k
+        after_episode(k)
+        last = diverged_at is not None or k == n_episodes
+        due = (k % n_docs == 0 or diverged_at is not None
+               or _clock() - last_write >= checkpoint_every_s)
+        if ckpt is not None and due and (keep_checkpoint or not last):
+            write_checkpoint(k)
+            last_write = _clock()
         bar.update(1)
         bar.set_postfix(doc=int(d), loss=f"{eval_loss[k, d]:.3f}")
+    if ckpt is not None and keep_checkpoint and k == done and done == 0:
+        write_checkpoint(0)  # diverged before the first step (or no episodes)
     bar.close()
-    if ckpt is not None and ckpt.exists():
-        ckpt.unlink()
-    meta = {"wall_s": time.perf_counter() - t0, "resumed_at": done, "device": str(device)}
-    return Run(None, eval_loss, train_loss, order, meta)
+    if ckpt is not None and not keep_checkpoint:
+        ckpt.unlink(missing_ok=True)
+    meta = {"wall_s": wall_before + time.perf_counter() - t0, "resumed_at": done,
+            "device": str(device)}
+    if diverged_at is not None:
+        meta["diverged_at"] = int(diverged_at)
+    return Run(None, eval_loss, train_loss, order, meta, records=rec_arrays)
 
 
-def train_run(config, device="cpu", *, checkpoint=None, progress=True, on_episode_end=None):
-    """The high-level entry point: build model, documents and order from a RunConfig.
+def check_run(config, device="cpu") -> torch.device:
+    """Everything about a run that can be checked before any weights load.
 
-    Everything is validated (config fields, model name, corpus, context length) before
-    any weights are loaded or any step is taken.
+    The config's fields, the model name and its maximum context, the device, and the
+    corpus: its name, that it can be reached (the Hub for "cnn_dailymail") and that it
+    holds enough documents that can be long enough (`data.check_documents`). Returns
+    the device. `train_run` and `results.run_cached` call it first.
     """
-    from . import data, models, orders
+    from . import data, models
 
     config.validate()
     data.check_corpus(config.corpus)
@@ -220,6 +479,33 @@ def train_run(config, device="cpu", *, checkpoint=None, progress=True, on_episod
             f"context_len={config.context_len} exceeds the maximum context of "
             f"model {config.model!r} ({max_c} tokens)"
         )
+    dev = resolve_device(device)
+    min_tokens = config.context_len if config.doc_filter == "min_context" else 2
+    data.check_documents(config.corpus, config.n_docs, min_tokens=min_tokens,
+                         split=config.doc_split)
+    return dev
+
+
+def run_key(config) -> str:
+    """The config's key fields as text: mixed into a checkpoint's fingerprint."""
+    return json.dumps(config.key_dict(), sort_keys=True)
+
+
+def train_run(config, device="cpu", *, checkpoint=None, progress=True, on_episode_end=None,
+              record=None, checkpoint_every_s=600.0, keep_checkpoint=False):
+    """The high-level entry point: build model, documents and order from a RunConfig.
+
+    Everything is checked (`check_run`: config fields, model name, context length,
+    device, corpus contents; and the checkpoint folder) before any weights are loaded
+    or any step is taken. `record`, `checkpoint`, `checkpoint_every_s` and
+    `keep_checkpoint` are passed to `train`, with the config's key as `run_key`.
+    """
+    from . import data, models, orders
+
+    check_run(config, device)
+    if checkpoint is not None:
+        ensure_writable(Path(checkpoint).parent, "checkpoint folder")
+    records.as_tuple(record)  # names checked before the model loads
     order = orders.make(
         config.order, config.n_docs, config.n_epochs,
         seed=config.seed, n_shuffled=config.n_shuffled,
@@ -236,8 +522,9 @@ def train_run(config, device="cpu", *, checkpoint=None, progress=True, on_episod
         model, docs.input_ids, docs.labels, order,
         steps_per_doc=config.steps_per_doc, optimizer=config.optimizer, lr=config.lr,
         lr_schedule=config.lr_schedule, attention_mask=docs.attention_mask,
-        on_episode_end=on_episode_end, checkpoint=checkpoint, device=device,
-        progress=progress,
+        on_episode_end=on_episode_end, record=record, checkpoint=checkpoint,
+        checkpoint_every_s=checkpoint_every_s, keep_checkpoint=keep_checkpoint,
+        run_key=run_key(config), device=device, progress=progress,
     )
     run.config = config
     run.meta.update(

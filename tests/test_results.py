@@ -261,7 +261,7 @@ def test_rejected_file_is_recomputed_by_run_cached(dirs, monkeypatch):
     _edit_json(js, results_version=0)
     calls = []
 
-    def fake_train_run(config, device="cpu", *, checkpoint=None, progress=True):
+    def fake_train_run(config, device="cpu", *, checkpoint=None, progress=True, **kw):
         calls.append(config)
         run = _run(config)
         run.eval_loss = run.eval_loss + 1.0
@@ -278,7 +278,7 @@ def test_rejected_file_is_recomputed_by_run_cached(dirs, monkeypatch):
 def test_run_cached_trains_once_then_loads_fake_trainer(dirs, monkeypatch):
     calls = []
 
-    def fake_train_run(config, device="cpu", *, checkpoint=None, progress=True):
+    def fake_train_run(config, device="cpu", *, checkpoint=None, progress=True, **kw):
         calls.append(checkpoint)
         return _run(config)
 

@@ -1,0 +1,93 @@
+"""Presets list a chapter's runs; notebook parameters are checked before any compute."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from anticip_lib import presets
+from anticip_lib.config import RunConfig
+
+REPO = Path(__file__).resolve().parents[1]
+CH1 = presets.NOTEBOOK_PARAMS["01_phenomenon"]
+
+
+def _params(**kw):
+    p = {k: None for k in CH1}
+    p.update(preset="cpu", device="auto")
+    p.update(kw)
+    return p
+
+
+def test_every_config_is_valid_and_unique():
+    for chapter in presets.CHAPTERS:
+        for preset in presets.PRESETS:
+            cs = presets.configs(chapter, preset)
+            assert all(isinstance(c, RunConfig) and c.validate() for c in cs)
+            assert len(set(cs)) == len(cs), (chapter, preset)
+
+
+def test_cpu_preset_pilot_and_main_documents_are_disjoint_parts():
+    groups = {g.name: g for g in presets.groups("01_phenomenon", "cpu")}
+    assert {c.doc_split for c in groups["pilot"].configs} == {"pilot"}
+    assert {c.doc_split for c in groups["screen"].configs} == {"pilot"}
+    assert {c.doc_split for c in groups["main"].configs} == {"main"}
+    main = groups["main"].configs
+    # >= 5 seeds per order, and every seed in both orders (pairs)
+    seeds = {o: sorted(c.seed for c in main if c.order == o) for o in ("cyclic", "shuffled")}
+    assert seeds["cyclic"] == seeds["shuffled"] and len(seeds["cyclic"]) >= 5
+
+
+def test_smoke_results_never_go_to_committed_folders():
+    for chapter in presets.CHAPTERS:
+        for g in presets.groups(chapter, "smoke"):
+            assert g.experiment.startswith("smoke/")
+    assert "/results/smoke/" in (REPO / ".gitignore").read_text()
+
+
+@pytest.mark.parametrize("bad, needle", [
+    (dict(n_docs=0), "n_docs"),
+    (dict(preset="nonsense"), "preset must be one of smoke, cpu, paper"),
+    (dict(lr=-1e-3), "lr"),
+    (dict(lr="fast"), "lr"),
+    (dict(steps_per_doc=2.5), "steps_per_doc"),
+    (dict(seeds=[0, 0]), "seeds"),
+    (dict(seeds=[]), "seeds"),
+    (dict(optimizer="rmsprop"), "optimizer"),
+    (dict(device="tpu"), "device"),
+])
+def test_bad_parameters_name_the_parameter(bad, needle):
+    with pytest.raises(ValueError, match=needle):
+        presets.settings("01_phenomenon", _params(**bad))
+
+
+def test_unknown_parameter_is_refused():
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) n_doc for 01_phenomenon; valid parameters: preset"):
+        presets.settings("01_phenomenon", _params(), defined=set(CH1) | {"n_doc"})
+
+
+def test_overrides_apply_to_main_runs_only():
+    s = presets.settings("01_phenomenon", _params(preset="smoke", n_epochs=4, seeds=[7]))
+    main = s.group("main").configs
+    assert [(c.n_epochs, c.seed, c.order) for c in main] == [(4, 7, "cyclic"),
+                                                              (4, 7, "shuffled")]
+    assert s.overrides == {"n_epochs": 4, "seeds": [7]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, needle", [
+    (["-p", "n_docs", "0"], "n_docs must be an integer >= 2"),
+    (["-p", "preset", "nonsense"], "preset must be one of smoke, cpu, paper"),
+    (["-p", "n_doc", "5"], "unknown parameter(s) n_doc"),
+])
+def test_papermill_fails_fast_naming_the_parameter(tmp_path, args, needle):
+    t0 = time.time()
+    out = subprocess.run(
+        [sys.executable, "-m", "papermill", str(REPO / "notebooks" / "01_phenomenon.ipynb"),
+         str(tmp_path / "out.ipynb"), *args, "--cwd", str(REPO / "notebooks")],
+        capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert needle in out.stdout + out.stderr
+    assert time.time() - t0 < 120  # seconds of kernel start-up, no training

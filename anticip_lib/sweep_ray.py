@@ -1,0 +1,262 @@
+"""The Ray engine of `python -m anticip_lib.sweep --engine ray`: one Ray task per run.
+
+    python -m anticip_lib.sweep 01_phenomenon --preset cpu --engine ray --workers 2
+    python -m anticip_lib.sweep 01_phenomenon --preset paper --engine ray \\
+        --address ray://head:10001 --device cuda
+
+- **Cluster.** Without `--address` a local Ray cluster is started for the sweep with
+  `workers × threads` CPUs (all the machine's CPUs when `--workers` is not given) and
+  shut down at the end. With `--address` the sweep connects to an existing cluster
+  (`ray start --head` on one machine, `ray start --address …` on the others); the
+  cluster is left running. Nothing is started when no run is missing.
+- **Resources of a task.** `num_cpus` = `--threads` (the run's torch threads). With a
+  CUDA device (`--device cuda`, or `auto` on a cluster that has GPUs) a task also asks
+  for `gpu_fraction(config)` of a GPU, read from the model's size in its name:
+  under 200M parameters (tiny-gpt, pythia-14m…160m, smollm2-135m) 1/4 of a GPU,
+  under 500M (pythia-410m, gemma3-270m) 1/2, anything larger or of unknown size (Hub
+  ids, checkpoint folders) a whole GPU. Ray, not `--device cuda:N`, picks the GPU.
+- **No shared file system.** A task trains with `trainer.train_run` and returns the
+  run's arrays and metadata; the driver writes the results cache (`results.save_run`).
+  The worker checks that it computes the same results key as the driver (the same
+  `anticip_lib` on every node), else the run fails with a message saying so.
+- **Stopping and resuming.** Each run checkpoints after every episode on the worker that
+  trains it, at `<cache>/checkpoints/<experiment>/<stem>.pt`, where `<cache>` is the
+  driver's cache folder for a cluster started here and the worker's own
+  `$ANTICIP_CACHE` (else `~/.cache/anticip`) on an existing cluster — the same file the
+  local engine uses. Ctrl-C (or SIGTERM) cancels the tasks and shuts Ray down; runs
+  already returned are saved. Running the same command again computes only what is
+  missing: an interrupted run resumes from its checkpoint when it lands on the same
+  machine, and restarts from episode 0 elsewhere (same numbers either way).
+- **Failures.** A task that raises (or whose worker dies after Ray's retries) is
+  reported with its config stem and error; the other runs continue, and `run_ray`
+  returns `[(config, "Type: message")]` for the summary and the exit status.
+
+Ray is imported only here (it is in the `test` extra, not a core dependency). Usage
+statistics are off unless `RAY_DISABLE_USAGE_STATS` is already set.
+"""
+
+import os
+import re
+import signal
+import sys
+import time
+
+from .config import RunConfig
+
+
+def gpu_fraction(config: RunConfig) -> float:
+    """Share of one GPU a run asks Ray for, from the parameter count in the model name."""
+    name = os.path.basename(config.model.rstrip("/"))
+    if name == "tiny-gpt":
+        return 0.25
+    m = re.search(r"-(\d+(?:\.\d+)?)([mb])$", name.lower())
+    if m is None:  # a Hub id or folder of unknown size: a whole GPU
+        return 1.0
+    params = float(m.group(1)) * (1e6 if m.group(2) == "m" else 1e9)
+    return 0.25 if params < 200e6 else 0.5 if params < 500e6 else 1.0
+
+
+def train_task(config: RunConfig, experiment: str, device: str, threads: int,
+               cache: str | None) -> dict:
+    """Body of one Ray task (runs on a worker): train `config`, return arrays + meta.
+
+    `cache`: the checkpoint root to use, or None for the worker's own cache folder.
+    """
+    import platform
+    import socket
+
+    import torch
+
+    from . import paths, results, trainer
+
+    torch.set_num_threads(threads)
+    root = paths.cache_dir() if cache is None else cache
+    ckpt = os.path.join(root, "checkpoints", experiment, results.run_stem(config) + ".pt")
+    os.makedirs(os.path.dirname(ckpt), exist_ok=True)
+    run = trainer.train_run(config, device=device, checkpoint=ckpt, progress=False)
+    meta = dict(run.meta)
+    meta["worker"] = {"engine": "ray", "host": socket.gethostname(), "pid": os.getpid(),
+                      "torch_threads": torch.get_num_threads(),
+                      "torch": torch.__version__, "platform": platform.platform()}
+    return {"stem": results.run_stem(config), "eval_loss": run.eval_loss,
+            "train_loss": run.train_loss, "order": run.order, "meta": meta}
+
+
+def _error_text(err: BaseException) -> str:
+    cause = getattr(err, "cause", None)  # RayTaskError carries the task's own exception
+    if isinstance(cause, BaseException):
+        err = cause
+    first = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {first[0] if first else ''}".rstrip(": ")
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _sigterm_as_interrupt():
+    """Make SIGTERM raise KeyboardInterrupt, so `kill` cleans up as Ctrl-C does.
+
+    Installed after `ray.init` (Ray's own handler aborts the process). Returns a
+    function that puts the previous handler back (nothing is done off the main thread).
+    """
+    try:
+        prev = signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:  # not the main thread
+        return lambda: None
+    # None: the previous handler was not set from Python (Ray's): restore the default
+    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL if prev is None else prev)
+
+
+def _check_writable(experiments) -> None:
+    """Fail before any training when a results folder cannot be written."""
+    from . import paths
+
+    for exp in sorted(set(experiments)):
+        folder = paths.results_dir() / exp
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise SystemExit(f"results folder {folder} is not writable ({err}); set "
+                             "ANTICIP_RESULTS to a writable folder") from None
+
+
+def _fmt_eta(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def run_ray(items, *, address=None, workers=None, threads=1, device="cpu",
+            log=print) -> list[tuple]:
+    """Compute the missing runs of `items` [(experiment, config, done)] as Ray tasks.
+
+    Returns [(config, "Type: message")] for the runs that failed. See the module
+    docstring for the cluster, resources, checkpoints and interruption.
+    """
+    missing = [(e, c) for e, c, done in items if not done]
+    if not missing:
+        return []
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    _check_writable(e for e, _ in missing)
+    os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+
+    import logging
+
+    import ray
+    import torch
+
+    from . import paths, results
+    from .trainer import Run
+
+    torch.set_num_threads(threads)  # so the saved provenance shows the runs' threads
+    own = not ray.is_initialized()  # a session started here is shut down here
+    failed, t0 = [], time.time()
+    pending = {}  # ObjectRef -> (experiment, config, start time)
+    restore_term = lambda: None  # noqa: E731
+    try:
+        common = dict(include_dashboard=False, logging_level=logging.ERROR,
+                      log_to_driver=True)
+        if not own:  # the caller's own Ray session: use it, leave it running
+            where = "the running Ray session"
+        elif address:
+            where = f"Ray cluster {address}"
+            try:
+                ray.init(address=address, **common)
+            except ConnectionError as err:
+                raise SystemExit(
+                    f"--address {address}: cannot connect to a Ray cluster there ({err}). "
+                    "A cluster with token authentication (Ray's default) also needs "
+                    "RAY_AUTH_MODE=token here and its token in ~/.ray/auth_token or "
+                    "RAY_AUTH_TOKEN (book: Setup, 'Computing a chapter's runs')"
+                ) from None
+        else:
+            where = "a local Ray cluster"
+            ray.init(num_cpus=None if workers is None else workers * threads,
+                     **common)
+        restore_term = _sigterm_as_interrupt()
+        # a cluster started here shares this machine's cache; others use their own
+        cache = str(paths.cache_dir()) if own and not address else None
+        res = ray.cluster_resources()
+        n_gpus = res.get("GPU", 0)
+        if device == "auto":
+            device = "cuda" if n_gpus > 0 else "cpu"
+        use_gpu = device.startswith("cuda")
+        if use_gpu:
+            device = "cuda"  # the GPU Ray assigns is the task's cuda:0
+            if n_gpus <= 0:
+                raise SystemExit(f"--device cuda: {where} has no GPU")
+        max_node_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes()
+                             if n.get("Alive")), default=0)
+        if threads > max_node_cpus:
+            raise SystemExit(f"--threads {threads}: no node of {where} has that many "
+                             f"CPUs (largest: {max_node_cpus:g})")
+        cap = int(res.get("CPU", 0) // threads)
+        if use_gpu:
+            cap = min(cap, int(n_gpus // min(gpu_fraction(c) for _, c in missing)))
+        n_workers = max(1, workers or cap)
+        log(f"{where}: {n_workers} runs at once, {threads} thread(s) each, "
+            f"device {device}")
+
+        remote = ray.remote(train_task)
+        queue = list(missing)
+        n_done, n_total = 0, len(missing)
+
+        def submit():
+            while queue and len(pending) < n_workers:
+                exp, cfg = queue.pop(0)
+                opts = {"num_cpus": threads}
+                if use_gpu:
+                    opts["num_gpus"] = gpu_fraction(cfg)
+                ref = remote.options(**opts).remote(cfg, exp, device, threads, cache)
+                pending[ref] = (exp, cfg, time.time())
+
+        submit()
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in ready:
+                exp, cfg, t_start = pending.pop(ref)
+                stem = results.run_stem(cfg)
+                try:
+                    out = ray.get(ref)
+                    if out["stem"] != stem:
+                        raise RuntimeError(
+                            f"the worker computed results key {out['stem']!r}, the "
+                            f"driver {stem!r}: install the same anticip_lib on every "
+                            "node")
+                    run = Run(cfg, out["eval_loss"], out["train_loss"], out["order"],
+                              out["meta"])
+                    results.save_run(run, exp)
+                    status = f"{time.time() - t_start:.0f} s"
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as err:  # noqa: BLE001 - reported, others go on
+                    print(f"FAILED {stem}:\n{err}", file=sys.stderr)
+                    failed.append((cfg, _error_text(err)))
+                    status = "FAILED: " + failed[-1][1]
+                n_done += 1
+                submit()
+                left = len(queue)
+                rate = n_done / (time.time() - t0)
+                eta = f", ETA {_fmt_eta((n_total - n_done) / rate)}" if left or pending else ""
+                log(f"[{n_done}/{n_total} done, {len(pending)} running, {left} left"
+                    f"{eta}] {stem} ({status})")
+    except KeyboardInterrupt:
+        for ref in pending:
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - already finished or gone
+                pass
+        log("interrupted: finished runs are saved; run the same command to resume")
+        raise
+    finally:
+        if own:
+            ray.shutdown()
+        restore_term()
+    return failed

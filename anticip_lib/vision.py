@@ -60,10 +60,10 @@ class IGPTRecipe:
     n_layer: int = 4
     n_head: int = 4
     n_clusters: int = 512  # colour clusters: k-means on the pre-training pixels
-    steps: int = 600
+    steps: int = 300
     batch: int = 16
     lr: float = 1e-3  # Adam, linear warm-up then cosine to 0
-    warmup: int = 50
+    warmup: int = 30
     seed: int = 0
     cluster_crops: int = 2000  # crops whose pixels the k-means sees (100,000 at most)
 
@@ -404,14 +404,17 @@ def build_classifier(name: str, init: str = "pretrained", seed: int = 0, weights
                          f"classification model (paper: vgg19, vit_b_32); got {name!r}")
     default = enum.DEFAULT
     transform = default.transforms()
+    crop = getattr(transform, "crop_size", [image_size])[0]
+    if image_size != crop:
+        raise ValueError(f"image_size must be {crop} for {name} (its weights' transforms "
+                         f"crop {crop} px), got {image_size}")
     if init == "pretrained" and weights and not Path(weights).is_file():
         raise FileNotFoundError(
             f"weights={weights!r} is not a file. Pass the path of a saved state dict "
             f"of {name} (e.g. torchvision's {Path(default.url).name}), or weights='' to "
             "let torchvision download its DEFAULT weights (needs internet).")
-    torch.manual_seed(seed)
-    net = torchvision.models.get_model(name, weights=None)
-    if init == "pretrained":
+    state, source = None, None
+    if init == "pretrained":  # weights first: a missing file fails before any compute
         if weights:
             state = torch.load(weights, map_location="cpu", weights_only=True)
             source = Path(weights).name
@@ -424,10 +427,11 @@ def build_classifier(name: str, init: str = "pretrained", seed: int = 0, weights
                     f"{err}). Download {default.url} where there is internet and pass "
                     f"its path as weights (the notebook's classifier_weights).") from err
             source = Path(default.url).name
+    torch.manual_seed(seed)
+    net = torchvision.models.get_model(name, weights=None)
+    if state is not None:
         net.load_state_dict(state, strict=True)
-        label = f"{name} (ImageNet-1k, {source})"
-    else:
-        label = f"{name} (random init)"
+    label = f"{name} (ImageNet-1k, {source})" if state is not None else f"{name} (random init)"
     return net, transform, label
 
 
@@ -710,6 +714,10 @@ def train_vision(cfg: VisionConfig, device="cpu", *, experiment="05_vision", pro
         kw = dict(loss_fn=classification_loss, eval_batch=max(1, 64 // cfg.batch_size))
     else:
         model, proc, label = load_igpt(cfg.model, cfg.init, cfg.seed, experiment, progress)
+        if model.config.n_positions != cfg.image_size**2:
+            raise ValueError(f"image_size must be {math.isqrt(model.config.n_positions)} "
+                             f"for {cfg.model} (n_positions {model.config.n_positions}), "
+                             f"got {cfg.image_size}")
         imgs, ids = igpt_images(cfg.images, cfg.n_docs, cfg.seed)
         inputs = tokenize_images(proc, imgs, cfg.image_size)
         labels = inputs.clone()  # labels = input_ids; the loss shifts them (SPEC §5.1)
@@ -869,6 +877,21 @@ class Plan:
         return [replace(base, model=model, init=init, order=order, seed=s, weights=w)
                 for s in seeds]
 
+    def describe(self) -> str:
+        """What the preset runs, in a few lines (printed by the notebook)."""
+        c, g = self.classify, self.igpt
+        inits = " and ".join(self.inits)
+        return "\n".join([
+            f"preset {self.preset}: results in results/{self.experiment}/",
+            f"Fig. 7a: {', '.join(self.igpt_models) or '(none)'} ({inits}); T = {g.n_docs} "
+            f"images ({g.images}) at {g.image_size}×{g.image_size}; M = {g.steps_per_doc}, "
+            f"E = {g.n_epochs}, Adam {g.lr:g} kept over the run",
+            f"Fig. 7b: {', '.join(self.classifiers) or '(none)'} ({inits}); T = {c.n_docs} "
+            f"batches of B = {c.batch_size} ({c.images}) at {c.image_size} px; "
+            f"M = {c.steps_per_doc}, E = {c.n_epochs}, Adam {c.lr:g} new for every batch",
+            f"seeds {list(self.seeds)}; random-init controls: seeds "
+            f"{list(self.control_seeds) or 'none'}"])
+
     def all_configs(self) -> list:
         out = []
         for task, models in (("igpt", self.igpt_models), ("classify", self.classifiers)):
@@ -1021,6 +1044,19 @@ def degenerate_by_epoch(runs) -> np.ndarray:
     return np.array(out, dtype=bool)
 
 
+def verdict_for(diffs: list, cyclic_last: float) -> str:
+    """The verdict from per-epoch intervals of RS_cyclic − RS_shuffled (epochs 1..E−1)
+    and the mean cyclic RS at the last epoch (rules in `compare_orders`)."""
+    last = diffs[-1]
+    if last["lo"] > 0:
+        return "reproduced"
+    if any(d["lo"] > 0 for d in diffs[1:-1]):  # epochs n = 2 .. E−2
+        return "partly reproduced"
+    if last["hi"] < 0 or not cyclic_last > 0:
+        return "not reproduced"
+    return "inconclusive"
+
+
 def compare_orders(runs_by_order: dict, level: float = 0.95) -> dict:
     """RS per epoch for cyclic and shuffled (paired by seed) and the verdict.
 
@@ -1032,16 +1068,8 @@ def compare_orders(runs_by_order: dict, level: float = 0.95) -> dict:
     """
     cyc, shu = rs_by_epoch(runs_by_order["cyclic"]), rs_by_epoch(runs_by_order["shuffled"])
     diffs = [paired_interval(cyc[:, j], shu[:, j], level) for j in range(cyc.shape[1])]
-    last = diffs[-1]
-    earlier = [d for j, d in enumerate(diffs[:-1]) if j >= 1 and d["lo"] > 0]
-    if last["lo"] > 0:
-        verdict = "reproduced"
-    elif earlier:
-        verdict = "partly reproduced"
-    elif last["hi"] < 0 or not np.nanmean(cyc[:, -1]) > 0:
-        verdict = "not reproduced"
-    else:
-        verdict = "inconclusive"
+    last_cyc = cyc[:, -1][np.isfinite(cyc[:, -1])]
+    verdict = verdict_for(diffs, float(last_cyc.mean()) if last_cyc.size else float("nan"))
     div = {o: sum(not np.isfinite(r.eval_loss).all() for r in rr)
            for o, rr in runs_by_order.items()}
     return {"cyclic": cyc, "shuffled": shu, "diff": diffs, "verdict": verdict,
@@ -1070,24 +1098,44 @@ def rs_table(comparisons: dict):
     return Markdown("\n".join(lines))
 
 
-def overview(runs_by_order: dict, *, unit: str = "batch"):
-    """Three panels: loss on x_1 (both orders), the cyclic shift-average, RS per epoch."""
+def overview(settings: dict, *, unit: str = "batch"):
+    """One row per setting ({label: {order: [Run]}}): the loss on x_1 under both orders,
+    the cyclic shift-average, and RS(n) per epoch; mean ± 1 sd bands over seeds (the
+    shift-average's over seeds and documents). Diverged runs are left out of the rows
+    (counted in `compare_orders`); a setting with only diverged runs is drawn as is."""
     import matplotlib.pyplot as plt
 
     from . import plots
 
-    fig, ax = plt.subplots(1, 3, figsize=(13, 3.5), width_ratios=[1.5, 1, 1],
-                           layout="constrained")
-    finite = {o: [r for r in rr if np.isfinite(r.eval_loss).all()] or rr
-              for o, rr in runs_by_order.items()}
-    plots.doc_curve(finite, doc=0, ax=ax[0])
-    ax[0].set_ylabel(f"loss on {unit} 1")
-    ax[0].set_xlabel(f"episode k ({unit}es trained)" if unit == "batch"
-                     else f"episode k ({unit}s trained)")
-    plots.shift_averaged({"cyclic": finite["cyclic"]}, ax=ax[1])
-    ax[1].set_xlabel(f"epochs since the {unit} was first trained")
-    plots.recovery_by_epoch({o: rs_by_epoch(rr) for o, rr in finite.items()}, ax=ax[2])
+    units = "batches" if unit == "batch" else f"{unit}s"
+    fig, axes = plt.subplots(len(settings), 3, figsize=(13, 3.3 * len(settings)),
+                             width_ratios=[1.5, 1, 1], layout="constrained", squeeze=False)
+    for ax, (label, runs_by_order) in zip(axes, settings.items()):
+        finite = {o: [r for r in rr if np.isfinite(r.eval_loss).all()] or rr
+                  for o, rr in runs_by_order.items()}
+        plots.doc_curve(finite, doc=0, ax=ax[0])
+        ax[0].set_ylabel(f"loss on {unit} 1")
+        ax[0].set_xlabel(f"episode k ({units} trained)")
+        ax[0].text(0.01, 0.97, label, transform=ax[0].transAxes, va="top",
+                   fontsize="small", bbox=dict(fc="white", ec="0.8", alpha=0.9))
+        plots.shift_averaged({"cyclic": finite["cyclic"]}, ax=ax[1])
+        ax[1].set_xlabel(f"epochs since the {unit} was first trained")
+        plots.recovery_by_epoch({o: rs_by_epoch(rr) for o, rr in finite.items()}, ax=ax[2])
     return fig
+
+
+def describe(c: dict, epoch: int | None = None) -> str:
+    """'RS(n) cyclic a ± s, shuffled b ± s; difference d [lo, hi] (n seeds)' for the
+    last epoch (or `epoch`) of a `compare_orders` result, as Markdown-safe text."""
+    j = (epoch or c["epoch"]) - 1
+    cyc, shu, d = c["cyclic"][:, j], c["shuffled"][:, j], c["diff"][j]
+
+    def ms(x):
+        x = x[np.isfinite(x)]
+        return f"{x.mean():.2f} ± {x.std(ddof=1) if x.size > 1 else 0:.2f}" if x.size else "–"
+
+    return (f"RS({j + 1}) cyclic {ms(cyc)}, shuffled {ms(shu)}; cyclic − shuffled "
+            f"{d['mean']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}] (95 % CI, {d['n']} seeds)")
 
 
 def explore_batch_curves(runs_by_setting: dict, *, unit: str = "batch"):

@@ -3,6 +3,7 @@
     python -m anticip_lib.sweep 01_phenomenon --preset cpu            # all of it, here
     python -m anticip_lib.sweep 01_phenomenon --preset cpu --dry-run  # what is missing
     python -m anticip_lib.sweep 01_phenomenon --preset cpu --group pilot --shard 1/2
+    python -m anticip_lib.sweep 01_phenomenon --preset cpu --lockstep 8  # 8 runs at once
 
 Runs go through the results cache: finished runs are skipped, interrupted ones resume
 from their last checkpoint, so a sweep stopped at any point (Ctrl-C, a killed process,
@@ -46,6 +47,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="torch threads per run (default 1: one run per core is fastest)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     p.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N")
+    p.add_argument("--lockstep", type=int, default=1, metavar="K",
+                   help="local engine: train up to K compatible runs (same config but "
+                        "seed and order) at once in one batched computation "
+                        "(anticip_lib.lockstep); K is capped by memory. Default 1: off")
+    p.add_argument("--lockstep-mem", type=float, default=None, metavar="GB",
+                   help="memory the lockstep groups may use (default: half the free "
+                        "RAM, or 80%% of a GPU's free memory)")
     p.add_argument("--dry-run", action="store_true", help="list the runs, train nothing")
     a = p.parse_args(argv)
     if a.threads < 1:
@@ -54,6 +62,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--workers must be >= 1, got {a.workers}")
     if a.address and a.engine != "ray":
         p.error("--address needs --engine ray")
+    if a.lockstep < 1:
+        p.error(f"--lockstep must be >= 1, got {a.lockstep}")
+    if a.lockstep > 1 and a.engine != "local":
+        p.error("--lockstep needs --engine local")
+    if a.lockstep_mem is not None and not a.lockstep_mem > 0:
+        p.error(f"--lockstep-mem must be > 0 GB, got {a.lockstep_mem}")
     if a.group:
         known = [g.name for g in presets.groups(a.chapter, a.preset)]
         for name in a.group:
@@ -148,6 +162,11 @@ def main(argv=None) -> int:
         from .sweep_ray import run_ray
         failed = run_ray(items, address=a.address, workers=a.workers, threads=a.threads,
                          device=a.device)
+    elif a.lockstep > 1:
+        from .lockstep import run_lockstep
+        budget = None if a.lockstep_mem is None else int(a.lockstep_mem * 2**30)
+        failed = run_lockstep(items, k=a.lockstep, device=a.device, threads=a.threads,
+                              budget=budget)
     else:
         failed = run_local(items, device=a.device, threads=a.threads)
     summary(items, failed)

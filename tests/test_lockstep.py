@@ -1,0 +1,292 @@
+"""K runs in lockstep (anticip_lib.lockstep.train_many) against `trainer.train` run by
+run: SGD, Adam, Adam-reset; per-run documents, padding and shuffled orders; both
+engines; resume after a kill; argument checks; the sweep's --lockstep K."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from anticip_lib import lockstep, models, orders, trainer
+
+K, T, C, M, E = 3, 4, 24, 3, 2
+LR = {"sgd": 0.1, "adam": 1e-3, "adam_reset": 1e-3}
+TOL = 1e-4  # issue #9: ≤ 1e-4 on eval_loss in fp32
+
+
+def tiny_gpt(seed):
+    """The registry's tiny-gpt shape (GPT-NeoX, width 64, 2 layers, byte vocab 257)."""
+    return models.load_model("tiny-gpt", init="pythia", seed=seed)[0]
+
+
+@pytest.fixture(scope="module")
+def docs():
+    """K runs' own documents (K, T, C); some padded, differently in each run."""
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, 256, (K, T, C), generator=g)
+    lengths = torch.tensor([[C, C - 5, C, 10], [C, C, C, C], [7, C, C - 1, C]])
+    mask = (torch.arange(C)[None, None] < lengths[..., None]).long()
+    ids = ids.masked_fill(mask == 0, 256)  # the byte tokenizer's pad id
+    labels = ids.masked_fill(mask == 0, -100)
+    ords = np.stack([orders.cyclic(T, E), orders.shuffled(T, E, seed=3),
+                     orders.shuffled(T, E, seed=4)])
+    assert len({tuple(o) for o in ords}) == K  # every run its own order
+    return ids, labels, mask, ords
+
+
+def _alone(docs, optimizer, **kw):
+    """The independent reference: `trainer.train`, one run after another."""
+    ids, labels, mask, ords = docs
+    out = []
+    for r in range(K):
+        model = tiny_gpt(r)
+        run = trainer.train(model, ids[r], labels[r], ords[r], steps_per_doc=M,
+                            optimizer=optimizer, lr=LR[optimizer], attention_mask=mask[r],
+                            progress=False, **kw)
+        out.append((run, model))
+    return out
+
+
+def _lockstep(docs, optimizer, **kw):
+    ids, labels, mask, ords = docs
+    ms = [tiny_gpt(r) for r in range(K)]
+    runs = lockstep.train_many(ms, ids, labels, ords, steps_per_doc=M,
+                               optimizer=optimizer, lr=LR[optimizer],
+                               attention_mask=mask, progress=False, **kw)
+    return runs, ms
+
+
+@pytest.fixture(scope="module")
+def alone(docs):
+    return {opt: _alone(docs, opt) for opt in LR}
+
+
+@pytest.mark.parametrize("engine", ["neox", "vmap"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adam_reset"])
+def test_equals_train_run_by_run(docs, alone, optimizer, engine):
+    runs, ms = _lockstep(docs, optimizer, engine=engine)
+    assert len(runs) == K
+    for r, (run, (ref, ref_model)) in enumerate(zip(runs, alone[optimizer])):
+        assert run.eval_loss.shape == ref.eval_loss.shape == (E * T + 1, T)
+        np.testing.assert_allclose(run.eval_loss, ref.eval_loss, rtol=0, atol=TOL,
+                                   err_msg=f"run {r}")
+        np.testing.assert_allclose(run.train_loss, ref.train_loss, rtol=0, atol=TOL,
+                                   err_msg=f"run {r}")
+        assert np.array_equal(run.order, ref.order)
+        # trained in place, as `train` does. Only under SGD: Adam moves the key bias
+        # of the non-rotary dimensions, whose true gradient is 0 (softmax ignores a
+        # shift shared by all keys), by ±lr per step on the sign of rounding noise, in
+        # `train` too; those weights differ between any two summation orders and do
+        # not change the function (eval_loss above).
+        if optimizer == "sgd":
+            for (name, p), (_, q) in zip(ms[r].named_parameters(),
+                                         ref_model.named_parameters()):
+                torch.testing.assert_close(p, q, rtol=0, atol=1e-5, msg=name)
+        assert run.meta["lockstep"] == K and run.meta["precision"] == "fp32"
+        assert run.meta["lockstep_engine"] == engine
+
+
+def test_runs_do_not_mix(docs, alone):
+    """A run's result does not depend on its companions: run 0 trained with two other
+    runs equals run 0 trained alone in lockstep (K=1), and equals `train`."""
+    ids, labels, mask, ords = docs
+    one = lockstep.train_many([tiny_gpt(0)], ids[:1], labels[:1], ords[:1],
+                              steps_per_doc=M, optimizer="adam_reset", lr=1e-3,
+                              attention_mask=mask[:1], progress=False)[0]
+    ref = alone["adam_reset"][0][0]
+    np.testing.assert_allclose(one.eval_loss, ref.eval_loss, rtol=0, atol=TOL)
+
+
+def test_kept_adam_and_reset_adam_differ(alone, docs):
+    """The Adam-reset comparison above is not vacuous: resetting changes the result."""
+    a = _lockstep(docs, "adam")[0][0].eval_loss
+    b = alone["adam_reset"][0][0].eval_loss
+    assert np.abs(a - b).max() > 100 * TOL
+
+
+class _Classifier(nn.Module):
+    def __init__(self, seed):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.net = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _ce(model, x, y, mask=None):  # per-"document" loss of a batch of labelled points
+    logits = model(x)  # (n, P, 3)
+    return nn.functional.cross_entropy(logits.transpose(1, 2), y,
+                                       reduction="none").mean(dim=1)
+
+
+def test_vmap_engine_any_model_and_loss():
+    """A non-LM model with its own loss_fn: the vmap engine, equal to `train`."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, T, 5, 6, generator=g)  # (K=2, T, P points, features)
+    y = torch.randint(0, 3, (2, T, 5), generator=g)
+    ords = np.stack([orders.cyclic(T, E), orders.shuffled(T, E, seed=1)])
+    runs = lockstep.train_many([_Classifier(0), _Classifier(1)], x, y, ords,
+                               steps_per_doc=M, optimizer="adam", lr=1e-2, loss_fn=_ce,
+                               progress=False)
+    for r in range(2):
+        ref = trainer.train(_Classifier(r), x[r], y[r], ords[r], steps_per_doc=M,
+                            optimizer="adam", lr=1e-2, loss_fn=_ce, progress=False)
+        np.testing.assert_allclose(runs[r].eval_loss, ref.eval_loss, rtol=0, atol=TOL)
+        assert runs[r].meta["lockstep_engine"] == "vmap"
+    with pytest.raises(ValueError, match="engine='neox'"):
+        lockstep.train_many([_Classifier(0)], x[:1], y[:1], ords[:1], steps_per_doc=1,
+                            loss_fn=_ce, engine="neox", progress=False)
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adam_reset"])
+def test_kill_and_resume_gives_same_result(docs, tmp_path, optimizer):
+    full, _ = _lockstep(docs, optimizer)
+    ckpt = tmp_path / "group.pt"
+
+    def kill_at_5(k, row):
+        if k == 5:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        _lockstep(docs, optimizer, checkpoint=ckpt, on_episode_end=kill_at_5)
+    assert ckpt.exists()
+    resumed, _ = _lockstep(docs, optimizer, checkpoint=ckpt)
+    for a, b in zip(resumed, full):
+        assert a.meta["resumed_at"] == 4
+        assert np.array_equal(a.eval_loss, b.eval_loss)
+        assert np.array_equal(a.train_loss, b.train_loss)
+    assert not ckpt.exists()  # removed once the runs are complete
+
+
+def test_checkpoint_of_other_runs_is_refused(docs, tmp_path):
+    ckpt = tmp_path / "group.pt"
+
+    def kill(k, row):
+        if k == 2:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        _lockstep(docs, "sgd", checkpoint=ckpt, on_episode_end=kill)
+    ids, labels, mask, ords = docs
+    with pytest.raises(RuntimeError, match="other runs"):  # other orders
+        lockstep.train_many([tiny_gpt(r) for r in range(K)], ids, labels, ords[::-1],
+                            steps_per_doc=M, lr=LR["sgd"], attention_mask=mask,
+                            checkpoint=ckpt, progress=False)
+    with pytest.raises(RuntimeError, match="other runs"):  # other starting weights
+        lockstep.train_many([tiny_gpt(r + 1) for r in range(K)], ids, labels, ords,
+                            steps_per_doc=M, lr=LR["sgd"], attention_mask=mask,
+                            checkpoint=ckpt, progress=False)
+
+
+class _Payload:
+    ran = False
+
+    def __reduce__(self):
+        return (_Payload._boom, ())
+
+    @staticmethod
+    def _boom():
+        _Payload.ran = True
+        return "boom"
+
+
+def test_checkpoint_never_executes_a_pickle_payload(docs, tmp_path):
+    ckpt = tmp_path / "group.pt"
+    torch.save({"fingerprint": _Payload()}, ckpt)
+    with pytest.raises(pickle.UnpicklingError):
+        _lockstep(docs, "sgd", checkpoint=ckpt)
+    assert not _Payload.ran
+
+
+def test_bad_arguments_are_named(docs):
+    ids, labels, mask, ords = docs
+    ms = [tiny_gpt(r) for r in range(K)]
+    kw = dict(steps_per_doc=1, progress=False)
+    with pytest.raises(ValueError, match="inputs must be a tensor \\(K=2"):
+        lockstep.train_many(ms[:2], ids, labels, ords, **kw)
+    with pytest.raises(ValueError, match="labels"):
+        lockstep.train_many(ms, ids, labels[:, :2], ords, **kw)
+    with pytest.raises(ValueError, match="orders must be \\(K=3"):
+        lockstep.train_many(ms, ids, labels, ords[:2], **kw)
+    with pytest.raises(ValueError, match="orders holds document indices"):
+        lockstep.train_many(ms, ids, labels, ords + T, **kw)
+    with pytest.raises(ValueError, match="attention_mask"):
+        lockstep.train_many(ms, ids, labels, ords, attention_mask=mask[:, :, :5], **kw)
+    with pytest.raises(ValueError, match="models\\[1\\]"):
+        lockstep.train_many([ms[0], _Classifier(0), ms[2]], ids, labels, ords, **kw)
+    with pytest.raises(ValueError, match="steps_per_doc"):
+        lockstep.train_many(ms, ids, labels, ords, steps_per_doc=0)
+    with pytest.raises(ValueError, match="optimizer"):
+        lockstep.train_many(ms, ids, labels, ords, optimizer="rmsprop", **kw)
+    with pytest.raises(ValueError, match="precision"):
+        lockstep.train_many(ms, ids, labels, ords, precision="fp16", **kw)
+
+
+def test_bf16_is_recorded_and_close(docs):
+    fp32, _ = _lockstep(docs, "adam_reset")
+    bf16, _ = _lockstep(docs, "adam_reset", precision="bf16")
+    for a, b in zip(fp32, bf16):
+        assert b.meta["precision"] == "bf16"
+        diff = np.abs(a.eval_loss - b.eval_loss).max()
+        assert 0 < diff < 0.1  # autocast really ran, and stayed close
+
+
+# ---- sweep integration -----------------------------------------------------------------
+
+
+def _sweep(tmp_path, name, monkeypatch, *extra):
+    from anticip_lib import results, sweep
+
+    monkeypatch.setenv("ANTICIP_RESULTS", str(tmp_path / name / "results"))
+    monkeypatch.setenv("ANTICIP_CACHE", str(tmp_path / name / "cache"))
+    assert sweep.main(["01_phenomenon", "--preset", "smoke", *extra]) == 0
+    return {results.run_stem(c): results.find_run(c, g.experiment)
+            for g in __import__("anticip_lib").presets.groups("01_phenomenon", "smoke")
+            for c in g.configs}
+
+
+def test_smoke_sweep_through_lockstep_equals_one_by_one(tmp_path, monkeypatch):
+    plain = _sweep(tmp_path, "plain", monkeypatch)
+    lock = _sweep(tmp_path, "lock", monkeypatch, "--lockstep", "4")
+    assert plain.keys() == lock.keys() and len(plain) == 4
+    for stem, run in lock.items():
+        ref = plain[stem]
+        assert run is not None and ref is not None, stem
+        np.testing.assert_allclose(run.eval_loss, ref.eval_loss, rtol=0, atol=TOL,
+                                   err_msg=stem)
+        np.testing.assert_allclose(run.train_loss, ref.train_loss, rtol=0, atol=TOL)
+        assert run.meta["lockstep"] == 4 and "lockstep" not in ref.meta
+        assert run.meta["doc_ids"] == ref.meta["doc_ids"]
+        assert run.meta["model_label"] == ref.meta["model_label"]
+    # nothing left to do: a second lockstep sweep trains nothing
+    again = _sweep(tmp_path, "lock", monkeypatch, "--lockstep", "4")
+    assert all(again[s].meta["date"] == lock[s].meta["date"] for s in lock)
+
+
+def test_groups_only_compatible_configs():
+    from dataclasses import replace
+
+    from anticip_lib.config import RunConfig
+
+    base = RunConfig(model="tiny-gpt", init="pythia", corpus="cnn-embedded", n_docs=3,
+                     context_len=16, steps_per_doc=2, n_epochs=1)
+    cfgs = [replace(base, seed=s, order=o) for s in range(3) for o in ("cyclic", "shuffled")]
+    other = replace(base, lr=2e-3)
+    items = [("a", c, False) for c in cfgs] + [("a", other, False), ("b", base, False),
+                                               ("a", replace(base, seed=9), True)]
+    groups = lockstep.plan_groups(items, k=4, budget=2**40)
+    sizes = [(exp, len(g)) for exp, g in groups]
+    assert sizes == [("a", 4), ("a", 2), ("a", 1), ("b", 1)]
+    for exp, g in groups:
+        assert len({lockstep.group_key(c) for c in g}) == 1
+    # a memory budget caps the group size
+    tight = lockstep.bytes_per_run(base, 2 * 257 * 64 + 12 * 2 * 64 * 64, 257, 64, 2) * 2
+    assert [len(g) for _, g in lockstep.plan_groups(items[:6], k=4, budget=tight)] == [2] * 3

@@ -256,6 +256,17 @@ def in_split(doc_id, split: str) -> bool:
     return pilot == (split == "pilot")
 
 
+def min_doc_tokens(doc_filter: str, context_len: int) -> int:
+    """Fewest tokens a document needs to be drawn: C for "min_context", 2 for "any"."""
+    if doc_filter not in DOC_FILTERS:
+        raise ValueError(f"doc_filter must be one of {', '.join(DOC_FILTERS)}; "
+                         f"got {doc_filter!r}")
+    # deviation (min_context, the cpu presets): the paper samples T articles regardless
+    # of length (short ones padded); we keep articles with at least C tokens, so every
+    # position carries a real token. "any" needs 2 tokens: one next-token target.
+    return context_len if doc_filter == "min_context" else 2
+
+
 def load_documents(corpus: str, tokenizer, n_docs: int, context_len: int, seed: int,
                    split: str = "all", doc_filter: str = "min_context"):
     """T documents from `split`, chosen by `seed`, as (T, C) tensors.
@@ -267,13 +278,7 @@ def load_documents(corpus: str, tokenizer, n_docs: int, context_len: int, seed: 
     choice is uniform without replacement among the documents that pass the filter.
     The order in which they are returned is the cyclic order x_1..x_T.
     """
-    if doc_filter not in DOC_FILTERS:
-        raise ValueError(f"doc_filter must be one of {', '.join(DOC_FILTERS)}; "
-                         f"got {doc_filter!r}")
-    # deviation (min_context, the cpu presets): the paper samples T articles regardless
-    # of length (short ones padded); we keep articles with at least C tokens, so every
-    # position carries a real token. "any" needs 2 tokens: one next-token target.
-    min_tokens = context_len if doc_filter == "min_context" else 2
+    min_tokens = min_doc_tokens(doc_filter, context_len)
     texts = [t for t in load_texts(corpus) if in_split(t[0], split)]
     rng = np.random.default_rng(seed)
     chosen = []

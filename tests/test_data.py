@@ -294,3 +294,9 @@ def test_doc_filter_any_needs_one_next_token_target(tok, tmp_path):
 def test_doc_filter_unknown_value_is_rejected(tok, mixed_corpus):
     with pytest.raises(ValueError, match="doc_filter"):
         data.load_documents(mixed_corpus, tok, 2, C, seed=0, doc_filter="all")
+    from anticip_lib import RunConfig
+
+    with pytest.raises(ValueError, match=r"^doc_filter\b"):
+        RunConfig(doc_filter="all").validate()
+    assert RunConfig(doc_filter="any").validate().doc_filter == "any"
+    assert RunConfig().doc_filter == "min_context"  # the default keeps old cache keys

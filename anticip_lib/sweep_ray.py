@@ -178,8 +178,9 @@ def run_ray(items, *, address=None, workers=None, threads=1, device="cpu",
                 ) from None
         else:
             where = "a local Ray cluster"
-            ray.init(num_cpus=None if workers is None else workers * threads,
-                     **common)
+            # "local": a new cluster even when another one runs on this machine
+            ray.init(address="local",
+                     num_cpus=None if workers is None else workers * threads, **common)
         restore_term = _sigterm_as_interrupt()
         # a cluster started here shares this machine's cache; others use their own
         cache = str(paths.cache_dir()) if own and not address else None

@@ -1,0 +1,357 @@
+"""The sweep runner (`python -m anticip_lib.sweep`): arguments, plan and shards, dry run,
+the local engine (with a Ctrl-C and a resume) and the Ray engine on a real local cluster
+and on an existing one (`--address`), on the chapter-1 smoke preset (4 tiny-gpt runs).
+
+The slow tests start subprocesses (and Ray clusters of 2 CPUs); run them alone with
+OMP_NUM_THREADS=1: `pytest tests/test_sweep.py -m slow`.
+"""
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from anticip_lib import presets, sweep
+from anticip_lib.config import RunConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = presets.configs("01_phenomenon", "smoke")
+SMOKE_EXP = "smoke/01_phenomenon"
+SWEEP = [sys.executable, "-m", "anticip_lib.sweep", "01_phenomenon", "--preset", "smoke"]
+
+
+@pytest.fixture
+def dirs(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANTICIP_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("ANTICIP_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def _stem(c):
+    from anticip_lib import results
+    return results.run_stem(c)
+
+
+def _fake_run(c):
+    """A saved result for config `c` with the right shapes (nothing trained)."""
+    from anticip_lib import results
+    from anticip_lib.trainer import Run
+
+    n_ep = c.n_epochs * c.n_docs
+    run = Run(c, np.full((n_ep + 1, c.n_docs), 1.0), np.ones(n_ep * c.steps_per_doc),
+              np.arange(n_ep) % c.n_docs, {"wall_s": 0.0})
+    results.save_run(run, SMOKE_EXP)
+
+
+# ---- arguments ------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, names", [
+    (["--shard", "2/2"], "--shard"),
+    (["--shard", "0/0"], "--shard"),
+    (["--shard", "half"], "--shard"),
+    (["--group", "nope"], "--group"),
+    (["--address", "127.0.0.1:6379"], "--address"),  # without --engine ray
+    (["--engine", "ray", "--workers", "0"], "--workers"),
+    (["--threads", "0"], "--threads"),
+])
+def test_bad_arguments_exit_non_zero_naming_the_parameter(argv, names, capsys):
+    with pytest.raises(SystemExit) as e:
+        sweep.parse_args(["01_phenomenon", "--preset", "smoke", *argv])
+    assert e.value.code == 2
+    assert names in capsys.readouterr().err
+
+
+def test_bad_argument_from_the_command_line(tmp_path):
+    r = subprocess.run([*SWEEP, "--workers", "0"], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and "--workers must be >= 1" in r.stderr
+
+
+def test_group_must_belong_to_the_preset(capsys):
+    # "pilot" exists in the cpu preset, not in smoke (whose only group is "main")
+    with pytest.raises(SystemExit):
+        sweep.parse_args(["01_phenomenon", "--preset", "smoke", "--group", "pilot"])
+    assert "--group must be one of main" in capsys.readouterr().err
+    assert sweep.parse_args(["01_phenomenon", "--preset", "cpu", "--group", "pilot"]).group \
+        == ["pilot"]
+
+
+# ---- plan and shards ----------------------------------------------------------------
+
+def test_smoke_preset_order_is_what_the_plan_tests_assume():
+    assert [(c.order, c.seed) for c in SMOKE] == [
+        ("cyclic", 0), ("cyclic", 1), ("shuffled", 0), ("shuffled", 1)]
+
+
+def test_shards_split_the_missing_runs_and_keep_the_done_ones(dirs):
+    c0, c1, c2, c3 = SMOKE
+    _fake_run(c1)  # done: missing runs are c0, c2, c3 (in preset order)
+
+    def plan(shard):
+        return [(c, done) for _, c, done in sweep.plan("01_phenomenon", "smoke",
+                                                       shard=shard)]
+
+    assert plan((0, 1)) == [(c0, False), (c1, True), (c2, False), (c3, False)]
+    # every n-th missing run from i: 0/2 → c0, c3; 1/2 → c2
+    assert plan((0, 2)) == [(c0, False), (c1, True), (c3, False)]
+    assert plan((1, 2)) == [(c1, True), (c2, False)]
+    assert plan((0, 3)) == [(c0, False), (c1, True)]
+    assert plan((1, 3)) == [(c1, True), (c2, False)]
+    assert plan((2, 3)) == [(c1, True), (c3, False)]
+    assert plan((3, 4)) == [(c1, True)]  # more shards than missing runs: an idle shard
+    for n in (1, 2, 3, 4, 5):
+        todo = [c for i in range(n) for c, done in plan((i, n)) if not done]
+        assert sorted(todo, key=SMOKE.index) == [c0, c2, c3] and len(set(todo)) == 3
+
+
+def test_group_filter_in_plan(dirs):
+    assert [c for _, c, _ in sweep.plan("01_phenomenon", "smoke", ["main"])] == SMOKE
+    assert sweep.plan("01_phenomenon", "smoke", ["other"]) == []
+
+
+def test_dry_run_lists_the_runs_and_trains_nothing(dirs, monkeypatch, capsys):
+    from anticip_lib import trainer
+
+    def boom(*a, **k):
+        raise AssertionError("--dry-run trained")
+
+    monkeypatch.setattr(trainer, "train_run", boom)
+    monkeypatch.setattr(trainer, "train", boom)
+    _fake_run(SMOKE[1])
+    before = sorted(p.relative_to(dirs) for p in dirs.rglob("*"))
+    assert sweep.main(["01_phenomenon", "--preset", "smoke", "--engine", "ray",
+                       "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "01_phenomenon --preset smoke: 4 runs in this shard, 1 done, 3 to compute"
+    assert out[1:] == [f"  {'done ' if i == 1 else 'to do'}  {SMOKE_EXP}/{_stem(c)}"
+                       for i, c in enumerate(SMOKE)]
+    assert sorted(p.relative_to(dirs) for p in dirs.rglob("*")) == before
+
+
+# ---- the Ray engine without a cluster -------------------------------------------------
+
+@pytest.mark.parametrize("model, share", [
+    ("tiny-gpt", 0.25), ("pythia-14m", 0.25), ("pythia-160m", 0.25),
+    ("smollm2-135m", 0.25), ("EleutherAI/pythia-70m", 0.25),
+    ("pythia-410m", 0.5), ("gemma3-270m", 0.5),
+    ("pythia-1b", 1.0), ("pythia-2.8b", 1.0), ("EleutherAI/pythia-1.4b", 1.0),
+    ("/models/my-checkpoint", 1.0), ("org/some-model", 1.0),
+])
+def test_gpu_fraction_from_the_model_size(model, share):
+    from anticip_lib.sweep_ray import gpu_fraction
+    assert gpu_fraction(RunConfig(model=model)) == share
+
+
+def test_ray_engine_with_nothing_to_compute_starts_no_ray(dirs, monkeypatch):
+    from anticip_lib.sweep_ray import run_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` would now fail
+    assert run_ray([(SMOKE_EXP, c, True) for c in SMOKE], workers=2) == []
+
+
+def test_ray_engine_refuses_an_unwritable_results_folder_before_ray(tmp_path, monkeypatch):
+    from anticip_lib.sweep_ray import run_ray
+
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("ANTICIP_RESULTS", str(tmp_path / "file"))  # a file, not a folder
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(SystemExit, match="results folder .*file/smoke/01_phenomenon is not "
+                                         "writable"):
+        run_ray([(SMOKE_EXP, SMOKE[0], False)], workers=2)
+
+
+def test_error_text_of_a_task_is_the_cause():
+    from anticip_lib.sweep_ray import _error_text
+
+    class TaskError(Exception):  # what Ray raises: the task's exception as .cause
+        cause = ValueError("corpus must be one of a, b\nsecond line")
+
+    assert _error_text(TaskError("ray noise")) == "ValueError: corpus must be one of a, b"
+    assert _error_text(RuntimeError("plain")) == "RuntimeError: plain"
+
+
+# ---- slow: real sweeps in subprocesses ------------------------------------------------
+
+def _env(root: Path) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", RAY_DISABLE_USAGE_STATS="1",
+               ANTICIP_RESULTS=str(root / "results"), ANTICIP_CACHE=str(root / "cache"))
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def _sweep(root: Path, *args, timeout=300):
+    r = subprocess.run([*SWEEP, *args], env=_env(root), cwd=REPO, capture_output=True,
+                       text=True, timeout=timeout)
+    return r.returncode, r.stdout + r.stderr
+
+
+def _files(root: Path) -> dict:
+    """{name: mtime_ns} of the result files under root/results/smoke/01_phenomenon."""
+    folder = root / "results" / SMOKE_EXP
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} if folder.is_dir() \
+        else {}
+
+
+def _expected() -> set:
+    return {_stem(c) + ext for c in SMOKE for ext in (".npz", ".json")}
+
+
+def _arrays(root: Path) -> dict:
+    out = {}
+    for c in SMOKE:
+        with np.load(root / "results" / SMOKE_EXP / f"{_stem(c)}.npz") as z:
+            out[_stem(c)] = {k: z[k] for k in ("eval_loss", "train_loss", "order")}
+    return out
+
+
+def _same_arrays(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        np.array_equal(a[s][k], b[s][k]) for s in a for k in a[s])
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory):
+    """The smoke sweep computed once by the local engine: (root, exit status, output)."""
+    root = tmp_path_factory.mktemp("local")
+    rc, out = _sweep(root)
+    return root, rc, out
+
+
+@pytest.mark.slow
+def test_local_engine_computes_each_run_once(local_sweep):
+    root, rc, out = local_sweep
+    assert rc == 0, out
+    assert "4 runs in this shard, 0 done, 4 to compute" in out
+    assert "[3/4 done, 1 running, 0 left" in out
+    assert set(_files(root)) == _expected()
+    before = _files(root)
+    rc, out = _sweep(root)
+    assert rc == 0 and "4 runs in this shard, 4 done, 0 to compute" in out, out
+    assert _files(root) == before  # nothing trained, nothing rewritten
+
+
+@pytest.mark.slow
+def test_local_engine_interrupted_then_resumed(local_sweep, tmp_path):
+    ref_root, ref_rc, _ = local_sweep
+    assert ref_rc == 0
+    folder = tmp_path / "results" / SMOKE_EXP
+    proc = subprocess.Popen(  # SIGINT as Ctrl-C even when pytest runs with it ignored
+        SWEEP, env=_env(tmp_path), cwd=REPO, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    t_end = time.time() + 180
+    while not (folder.is_dir() and any(folder.glob("*.json"))):
+        assert proc.poll() is None and time.time() < t_end, "no result appeared"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode != 0 and "interrupted: finished runs are saved" in out, out
+    saved = _files(tmp_path)
+    n = len([f for f in saved if f.endswith(".json")])
+    assert 1 <= n < 4 and len(saved) == 2 * n  # whole runs only: .npz with its .json
+    rc, out = _sweep(tmp_path)
+    assert rc == 0, out
+    assert f"4 runs in this shard, {n} done, {4 - n} to compute" in out
+    after = _files(tmp_path)
+    assert set(after) == _expected()
+    assert {f: after[f] for f in saved} == saved  # runs saved before the stop: kept
+    assert _same_arrays(_arrays(tmp_path), _arrays(ref_root))
+
+
+@pytest.mark.slow
+def test_ray_engine_two_workers_local_cluster(local_sweep, tmp_path):
+    ref_root, ref_rc, _ = local_sweep
+    assert ref_rc == 0
+    proc = subprocess.Popen([*SWEEP, "--engine", "ray", "--workers", "2"],
+                            env=_env(tmp_path), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out
+    assert "a local Ray cluster: 2 runs at once, 1 thread(s) each, device cpu" in out
+    assert "[4/4 done, 0 running, 0 left]" in out
+    assert set(_files(tmp_path)) == _expected()
+    # same numbers as the local engine; trained in Ray workers, saved by the driver
+    assert _same_arrays(_arrays(tmp_path), _arrays(ref_root))
+    for c in SMOKE:
+        meta = json.loads((tmp_path / "results" / SMOKE_EXP / f"{_stem(c)}.json")
+                          .read_text())
+        assert meta["worker"]["engine"] == "ray" and meta["worker"]["pid"] != proc.pid
+        assert meta["worker"]["torch_threads"] == 1
+    before = _files(tmp_path)
+    rc, out = _sweep(tmp_path, "--engine", "ray", "--workers", "2")
+    assert rc == 0 and "4 done, 0 to compute" in out, out
+    assert "Ray cluster" not in out  # nothing missing: no cluster started
+    assert _files(tmp_path) == before
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ray_engine_existing_cluster_reports_a_failed_run_and_saves_the_others(
+        local_sweep, tmp_path, monkeypatch):
+    """`--address`: a cluster started apart (`ray start --head`) with its own folders:
+    results come back to the driver's folder, checkpoints stay in the workers' cache,
+    and a run that fails is reported while the others are saved."""
+    ref_root, ref_rc, _ = local_sweep
+    assert ref_rc == 0
+    from anticip_lib.sweep_ray import run_ray
+
+    token, port = secrets.token_hex(32), _free_port()
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    head_env = dict(_env(tmp_path / "worker"), **auth)
+    head_log = tmp_path / "head.log"
+    with open(head_log, "w") as log:
+        head = subprocess.Popen(
+            [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
+             "--port", str(port), "--node-ip-address", "127.0.0.1", "--num-cpus", "2",
+             "--include-dashboard", "false", "--disable-usage-stats"],
+            env=head_env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        t_end = time.time() + 180
+        while "Ray runtime started" not in head_log.read_text():
+            assert head.poll() is None and time.time() < t_end, head_log.read_text()
+            time.sleep(0.2)
+        for k, v in {**_env(tmp_path / "driver"), **auth}.items():
+            monkeypatch.setenv(k, v)
+        good, done = SMOKE[0], SMOKE[1]
+        bad = RunConfig(**{**good.to_dict(), "corpus": str(tmp_path / "no-corpus"),
+                           "seed": 7})
+        lines = []
+        failed = run_ray([(SMOKE_EXP, good, False), (SMOKE_EXP, bad, False),
+                          (SMOKE_EXP, done, True)],
+                         address=f"127.0.0.1:{port}", workers=2, threads=1,
+                         log=lines.append)
+    finally:
+        head.terminate()  # `ray start --block` stops its cluster on SIGTERM
+        head.wait(timeout=60)
+        current = Path("/tmp/ray/ray_current_cluster")  # left behind: names our cluster
+        if current.is_file() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
+    import ray
+    assert not ray.is_initialized()  # run_ray disconnected
+    assert [c for c, _ in failed] == [bad]
+    assert failed[0][1].startswith("ValueError: corpus must be one of"), failed
+    assert lines[0] == f"Ray cluster 127.0.0.1:{port}: 2 runs at once, 1 thread(s) " \
+                       "each, device cpu"
+    assert any(_stem(bad) in ln and "FAILED: ValueError" in ln for ln in lines), lines
+    driver = tmp_path / "driver"
+    assert set(_files(driver)) == {_stem(good) + ".npz", _stem(good) + ".json"}
+    with np.load(driver / "results" / SMOKE_EXP / f"{_stem(good)}.npz") as z:
+        assert np.array_equal(z["eval_loss"], _arrays(ref_root)[_stem(good)]["eval_loss"])
+    # no shared file system: the workers wrote no results, and checkpointed in their
+    # own cache (the run folder is made by the task), never in the driver's
+    assert not (tmp_path / "worker" / "results").exists()
+    assert (tmp_path / "worker" / "cache" / "checkpoints" / SMOKE_EXP).is_dir()
+    assert not (driver / "cache").exists()

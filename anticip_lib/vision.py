@@ -1048,6 +1048,8 @@ def verdict_for(diffs: list, cyclic_last: float) -> str:
     """The verdict from per-epoch intervals of RS_cyclic − RS_shuffled (epochs 1..E−1)
     and the mean cyclic RS at the last epoch (rules in `compare_orders`)."""
     last = diffs[-1]
+    if not (np.isfinite(last["lo"]) and np.isfinite(last["hi"])):
+        return "inconclusive"  # fewer than two seeds with a finite RS: no interval
     if last["lo"] > 0:
         return "reproduced"
     if any(d["lo"] > 0 for d in diffs[1:-1]):  # epochs n = 2 .. E−2
@@ -1093,8 +1095,8 @@ def rs_table(comparisons: dict):
                 sd = x.std(ddof=1) if x.size > 1 else 0.0
                 cells.append(f"{x.mean():.2f} ± {sd:.2f}" if x.size else "–")
             deg = "/".join(str(int(c["degenerate"][o][:, j].sum())) for o in ("cyclic", "shuffled"))
-            lines.append(f"| {label} | {j + 1} | {cells[0]} | {cells[1]} | {d['mean']:+.2f} "
-                         f"[{d['lo']:+.2f}, {d['hi']:+.2f}] (n={d['n']}) | {deg} |")
+            lines.append(f"| {label} | {j + 1} | {cells[0]} | {cells[1]} | {_interval(d)} "
+                         f"| {deg} |")
     return Markdown("\n".join(lines))
 
 
@@ -1135,7 +1137,13 @@ def describe(c: dict, epoch: int | None = None) -> str:
         return f"{x.mean():.2f} ± {x.std(ddof=1) if x.size > 1 else 0:.2f}" if x.size else "–"
 
     return (f"RS({j + 1}) cyclic {ms(cyc)}, shuffled {ms(shu)}; cyclic − shuffled "
-            f"{d['mean']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}] (95 % CI, {d['n']} seeds)")
+            f"{_interval(d)}")
+
+
+def _interval(d: dict) -> str:
+    if not np.isfinite(d["lo"]):
+        return f"{d['mean']:+.2f} (no interval: {d['n']} seed(s) with a finite RS)"
+    return f"{d['mean']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}] (95 % CI, {d['n']} seeds)"
 
 
 def explore_batch_curves(runs_by_setting: dict, *, unit: str = "batch"):

@@ -2,7 +2,7 @@
 
     python -m anticip_lib.sweep 01_phenomenon --preset cpu --engine ray --workers 2
     python -m anticip_lib.sweep 01_phenomenon --preset paper --engine ray \\
-        --address ray://head:10001 --device cuda
+        --address head-node:6379 --device cuda
 
 - **Cluster.** Without `--address` a local Ray cluster is started for the sweep with
   `workers × threads` CPUs (all the machine's CPUs when `--workers` is not given) and
@@ -16,14 +16,17 @@
   under 500M (pythia-410m, gemma3-270m) 1/2, anything larger or of unknown size (Hub
   ids, checkpoint folders) a whole GPU. Ray, not `--device cuda:N`, picks the GPU.
 - **No shared file system.** A task trains with `trainer.train_run` and returns the
-  run's arrays and metadata; the driver writes the results cache (`results.save_run`).
+  Run (arrays and metadata, plus `meta["worker"]`: host, pid, torch threads); the
+  driver writes the results cache (`results.save_run`).
   The worker checks that it computes the same results key as the driver (the same
   `anticip_lib` on every node), else the run fails with a message saying so.
-- **Stopping and resuming.** Each run checkpoints after every episode on the worker that
-  trains it, at `<cache>/checkpoints/<experiment>/<stem>.pt`, where `<cache>` is the
-  driver's cache folder for a cluster started here and the worker's own
-  `$ANTICIP_CACHE` (else `~/.cache/anticip`) on an existing cluster — the same file the
-  local engine uses. Ctrl-C (or SIGTERM) cancels the tasks and shuts Ray down; runs
+- **Stopping and resuming.** A run checkpoints as in the local engine (every epoch end
+  and at least every 10 minutes) on the worker that trains it, at
+  `<cache>/checkpoints/<experiment>/<stem>.pt` — the file the local engine uses, under
+  the same lock — where `<cache>` is the driver's cache folder for a cluster started
+  here and the worker's own `$ANTICIP_CACHE` (else `~/.cache/anticip`) on an existing
+  cluster. The checkpoint is deleted only after the driver has saved the results and
+  loaded them back. Ctrl-C (or SIGTERM) cancels the tasks and shuts Ray down; runs
   already returned are saved. Running the same command again computes only what is
   missing: an interrupted run resumes from its checkpoint when it lands on the same
   machine, and restarts from episode 0 elsewhere (same numbers either way).
@@ -40,6 +43,8 @@ import re
 import signal
 import sys
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 from .config import RunConfig
 
@@ -58,28 +63,59 @@ def gpu_fraction(config: RunConfig) -> float:
 
 def train_task(config: RunConfig, experiment: str, device: str, threads: int,
                cache: str | None) -> dict:
-    """Body of one Ray task (runs on a worker): train `config`, return arrays + meta.
+    """Body of one Ray task (runs on a worker): train `config`, return the Run.
 
-    `cache`: the checkpoint root to use, or None for the worker's own cache folder.
+    `cache`: the cache folder for the checkpoint, or None for the worker's own.
+    The checkpoint is kept: the driver drops it once the results are saved. A lock
+    file next to it (the one `results.run_cached` takes) keeps two processes of this
+    machine from training the same run at once.
     """
     import platform
     import socket
+    from pathlib import Path
 
+    import ray
     import torch
 
     from . import paths, results, trainer
 
     torch.set_num_threads(threads)
-    root = paths.cache_dir() if cache is None else cache
-    ckpt = os.path.join(root, "checkpoints", experiment, results.run_stem(config) + ".pt")
-    os.makedirs(os.path.dirname(ckpt), exist_ok=True)
-    run = trainer.train_run(config, device=device, checkpoint=ckpt, progress=False)
-    meta = dict(run.meta)
-    meta["worker"] = {"engine": "ray", "host": socket.gethostname(), "pid": os.getpid(),
-                      "torch_threads": torch.get_num_threads(),
-                      "torch": torch.__version__, "platform": platform.platform()}
-    return {"stem": results.run_stem(config), "eval_loss": run.eval_loss,
-            "train_loss": run.train_loss, "order": run.order, "meta": meta}
+    root = paths.cache_dir() if cache is None else Path(cache)
+    ckpt_dir = trainer.ensure_writable(root / "checkpoints" / experiment,
+                                       "checkpoint folder (on the Ray worker)")
+    stem = results.run_stem(config)
+    ckpt = ckpt_dir / f"{stem}.pt"
+    with _flock(ckpt_dir / f"{stem}.lock"):
+        for stale in ckpt_dir.glob(f".{ckpt.name}.*.tmp"):  # left by a killed writer
+            stale.unlink(missing_ok=True)
+        run = trainer.train_run(config, device=device, checkpoint=ckpt, progress=False,
+                                keep_checkpoint=True)
+    run.meta["worker"] = {"engine": "ray", "host": socket.gethostname(),
+                          "pid": os.getpid(), "torch_threads": torch.get_num_threads(),
+                          "torch": torch.__version__, "platform": platform.platform()}
+    return {"stem": stem, "run": run, "checkpoint": str(ckpt),
+            "node": ray.get_runtime_context().get_node_id()}
+
+
+@contextmanager
+def _flock(path):
+    """An exclusive POSIX lock on `path` for the block (none without fcntl)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def drop_checkpoint(path: str) -> None:
+    """Body of the small task that deletes a saved run's checkpoint on its node."""
+    Path(path).unlink(missing_ok=True)
 
 
 def _error_text(err: BaseException) -> str:
@@ -109,19 +145,15 @@ def _sigterm_as_interrupt():
 
 
 def _check_writable(experiments) -> None:
-    """Fail before any training when a results folder cannot be written."""
-    from . import paths
+    """Stop before Ray starts when a results folder cannot be written."""
+    from . import paths, trainer
 
     for exp in sorted(set(experiments)):
-        folder = paths.results_dir() / exp
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            probe = folder / f".write-test-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
+            trainer.ensure_writable(paths.results_dir() / exp, "results folder",
+                                    "Set ANTICIP_RESULTS to a writable folder.")
         except OSError as err:
-            raise SystemExit(f"results folder {folder} is not writable ({err}); set "
-                             "ANTICIP_RESULTS to a writable folder") from None
+            raise SystemExit(str(err)) from None
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -153,12 +185,12 @@ def run_ray(items, *, address=None, workers=None, threads=1, device="cpu",
     import torch
 
     from . import paths, results
-    from .trainer import Run
 
     torch.set_num_threads(threads)  # so the saved provenance shows the runs' threads
     own = not ray.is_initialized()  # a session started here is shut down here
     failed, t0 = [], time.time()
     pending = {}  # ObjectRef -> (experiment, config, start time)
+    drops = []
     restore_term = lambda: None  # noqa: E731
     try:
         common = dict(include_dashboard=False, logging_level=logging.ERROR,
@@ -206,6 +238,18 @@ def run_ray(items, *, address=None, workers=None, threads=1, device="cpu",
             f"device {device}")
 
         remote = ray.remote(train_task)
+        drop_remote = ray.remote(num_cpus=0)(drop_checkpoint)
+
+        def drop(out):
+            """Delete a saved run's checkpoint: here for a cluster started here (same
+            machine), else by a task on the node that trained it."""
+            if cache is not None:
+                return drop_checkpoint(out["checkpoint"])
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+            on_node = NodeAffinitySchedulingStrategy(out["node"], soft=False)
+            return drop_remote.options(scheduling_strategy=on_node).remote(
+                out["checkpoint"])
+
         queue = list(missing)
         n_done, n_total = 0, len(missing)
 
@@ -231,9 +275,15 @@ def run_ray(items, *, address=None, workers=None, threads=1, device="cpu",
                             f"the worker computed results key {out['stem']!r}, the "
                             f"driver {stem!r}: install the same anticip_lib on every "
                             "node")
-                    run = Run(cfg, out["eval_loss"], out["train_loss"], out["order"],
-                              out["meta"])
+                    run = out["run"]
+                    run.config = cfg
                     results.save_run(run, exp)
+                    if results.load_run(cfg, exp) is None:  # it warned why
+                        raise RuntimeError(
+                            f"the files just written to {paths.results_dir() / exp} fail "
+                            f"their checks; the checkpoint {out['checkpoint']} is kept "
+                            "on its worker, so the next sweep re-saves without training")
+                    drops.append(drop(out))
                     status = f"{time.time() - t_start:.0f} s"
                 except (KeyboardInterrupt, SystemExit):
                     raise
@@ -248,6 +298,9 @@ def run_ray(items, *, address=None, workers=None, threads=1, device="cpu",
                 eta = f", ETA {_fmt_eta((n_total - n_done) / rate)}" if left or pending else ""
                 log(f"[{n_done}/{n_total} done, {len(pending)} running, {left} left"
                     f"{eta}] {stem} ({status})")
+        drops = [d for d in drops if d is not None]
+        if drops:  # a checkpoint left behind costs disk only: do not wait long
+            ray.wait(drops, num_returns=len(drops), timeout=60)
     except KeyboardInterrupt:
         for ref in pending:
             try:

@@ -61,6 +61,7 @@ def _fake_run(c):
     (["--address", "127.0.0.1:6379"], "--address"),  # without --engine ray
     (["--engine", "ray", "--workers", "0"], "--workers"),
     (["--threads", "0"], "--threads"),
+    (["--engine", "ray", "--lockstep", "2"], "--lockstep"),
 ])
 def test_bad_arguments_exit_non_zero_naming_the_parameter(argv, names, capsys):
     with pytest.raises(SystemExit) as e:
@@ -266,10 +267,35 @@ def test_local_engine_interrupted_then_resumed(local_sweep, tmp_path):
     assert _same_arrays(_arrays(tmp_path), _arrays(ref_root))
 
 
+class _Killed(Exception):
+    pass
+
+
+def _interrupted_checkpoint(config, cache: Path) -> Path:
+    """Train `config` in this process and stop it in episode 5 of 9: the checkpoint
+    written at the end of epoch 1 (T = 3 episodes) is left where a sweep looks."""
+    from anticip_lib import results, trainer
+
+    ckpt = cache / "checkpoints" / SMOKE_EXP / f"{results.run_stem(config)}.pt"
+    ckpt.parent.mkdir(parents=True)
+
+    def kill_at_5(k, model):
+        if k == 5:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        trainer.train_run(config, checkpoint=ckpt, on_episode_end=kill_at_5,
+                          progress=False)
+    assert ckpt.is_file()
+    return ckpt
+
+
 @pytest.mark.slow
-def test_ray_engine_two_workers_local_cluster(local_sweep, tmp_path):
+def test_ray_engine_two_workers_local_cluster(local_sweep, tmp_path, monkeypatch):
     ref_root, ref_rc, _ = local_sweep
     assert ref_rc == 0
+    monkeypatch.setenv("ANTICIP_CACHE", str(tmp_path / "cache"))
+    ckpt = _interrupted_checkpoint(SMOKE[2], tmp_path / "cache")
     proc = subprocess.Popen([*SWEEP, "--engine", "ray", "--workers", "2"],
                             env=_env(tmp_path), cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -280,11 +306,16 @@ def test_ray_engine_two_workers_local_cluster(local_sweep, tmp_path):
     assert set(_files(tmp_path)) == _expected()
     # same numbers as the local engine; trained in Ray workers, saved by the driver
     assert _same_arrays(_arrays(tmp_path), _arrays(ref_root))
-    for c in SMOKE:
+    for i, c in enumerate(SMOKE):
         meta = json.loads((tmp_path / "results" / SMOKE_EXP / f"{_stem(c)}.json")
                           .read_text())
         assert meta["worker"]["engine"] == "ray" and meta["worker"]["pid"] != proc.pid
         assert meta["worker"]["torch_threads"] == 1
+        # the interrupted run went on from its checkpoint (end of epoch 1), the rest
+        # started at episode 0
+        assert meta["resumed_at"] == (3 if i == 2 else 0), (i, meta["resumed_at"])
+    assert not ckpt.exists()  # checkpoints are dropped once the results are saved
+    assert list((tmp_path / "cache").rglob("*.pt")) == []
     before = _files(tmp_path)
     rc, out = _sweep(tmp_path, "--engine", "ray", "--workers", "2")
     assert rc == 0 and "4 done, 0 to compute" in out, out
@@ -353,5 +384,6 @@ def test_ray_engine_existing_cluster_reports_a_failed_run_and_saves_the_others(
     # no shared file system: the workers wrote no results, and checkpointed in their
     # own cache (the run folder is made by the task), never in the driver's
     assert not (tmp_path / "worker" / "results").exists()
-    assert (tmp_path / "worker" / "cache" / "checkpoints" / SMOKE_EXP).is_dir()
-    assert not (driver / "cache").exists()
+    worker_ckpts = tmp_path / "worker" / "cache" / "checkpoints" / SMOKE_EXP
+    assert worker_ckpts.is_dir() and not (driver / "cache").exists()
+    assert list(worker_ckpts.glob("*.pt")) == []  # dropped there after the save

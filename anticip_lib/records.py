@@ -25,6 +25,7 @@ Recorders must not change the model or the optimizer: they see the model in eval
 and leave every parameter's `.grad` as they found it.
 """
 
+import difflib
 import re
 
 import numpy as np
@@ -37,7 +38,10 @@ def as_tuple(record) -> tuple:
     """None, one recorder or several → a tuple sorted by name; names checked."""
     if record is None:
         return ()
-    recs = (record,) if callable(record) and hasattr(record, "name") else tuple(record)
+    if hasattr(record, "name") or not isinstance(record, (list, tuple)):
+        recs = (record,)
+    else:
+        recs = tuple(record)
     for r in recs:
         name = getattr(r, "name", None)
         if not isinstance(name, str) or not NAME.match(name):
@@ -63,9 +67,11 @@ def identity(record) -> dict[str, int]:
 def _param(model, name: str) -> torch.nn.Parameter:
     params = dict(model.named_parameters())
     if name not in params:
-        some = ", ".join(list(params)[:6])
+        near = difflib.get_close_matches(name, list(params), n=4, cutoff=0.5)
+        some = near or [*list(params)[:3], "…", *list(params)[-2:]]
         raise ValueError(f"param={name!r} is not a parameter of {type(model).__name__}; "
-                         f"its names look like: {some}, …")
+                         f"{'close names' if near else 'its names look like'}: "
+                         f"{', '.join(some)}")
     return params[name]
 
 

@@ -350,3 +350,238 @@ def test_configs_differing_in_lr_get_distinct_files(tmp_path, monkeypatch):
     for lr in (0.001, 0.005):
         loaded = results.load_run(RunConfig(n_docs=2, n_epochs=1, lr=lr), "exp")
         assert loaded is not None and loaded.eval_loss[0, 0] == lr
+
+
+# ---- reliability (issue 7) ------------------------------------------------------------
+
+def test_json_that_is_not_an_object_is_recomputed(dirs, monkeypatch):
+    results.save_run(_run(), "exp")
+    _, js = _files(dirs)
+    js.write_text("[1, 2, 3]")  # valid JSON, not an object
+    with pytest.warns(UserWarning, match="unreadable.*list"):
+        assert results.load_run(CFG, "exp") is None
+    monkeypatch.setattr(results, "train_run", lambda config, **kw: _run(config))
+    with pytest.warns(UserWarning, match="recomputing"):
+        run = results.run_cached(CFG, "exp", progress=False)
+    np.testing.assert_array_equal(run.eval_loss, _run().eval_loss)
+    assert results.load_run(CFG, "exp") is not None
+
+
+def test_unwritable_results_folder_fails_before_any_weights_load(dirs, monkeypatch):
+    blocker = dirs / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("ANTICIP_RESULTS", str(blocker / "results"))
+
+    def boom(*args, **kwargs):
+        pytest.fail("training started although the results cannot be saved")
+
+    monkeypatch.setattr(results, "train_run", boom)
+    monkeypatch.setattr("anticip_lib.models.load_model", boom)
+    with pytest.raises(OSError, match=r"results folder .*a-file/results/exp is not writable"):
+        results.run_cached(CFG, "exp", progress=False)
+
+
+def test_stale_temporary_checkpoints_are_removed(dirs, monkeypatch):
+    folder = dirs / "cache" / "checkpoints" / "exp"
+    folder.mkdir(parents=True)
+    stale = folder / f".{results.run_stem(CFG)}.pt.12345-abcd0123.tmp"
+    other = folder / ".another-run.pt.12345-abcd0123.tmp"
+    stale.write_text("half a checkpoint")
+    other.write_text("someone else's")
+    monkeypatch.setattr(results, "train_run", lambda config, **kw: _run(config))
+    results.run_cached(CFG, "exp", progress=False)
+    assert not stale.exists() and other.exists()
+
+
+def test_temporary_names_are_unique_per_process_and_call(tmp_path):
+    a, b = results._tmp(tmp_path / "x.npz", ".npz"), results._tmp(tmp_path / "x.npz", ".npz")
+    assert a != b and str(__import__("os").getpid()) in a.name
+    assert a.name.endswith(".npz") and a.name.startswith(".x.npz.")
+
+
+@pytest.mark.slow  # trains tiny-gpt twice over (about 2 s)
+def test_kill_between_npz_and_json_does_not_retrain(dirs, monkeypatch):
+    npz, js = _files(dirs)
+    ckpt = dirs / "cache" / "checkpoints" / "exp" / f"{results.run_stem(CFG)}.pt"
+    real_versions = results._versions
+
+    def killed(*args, **kwargs):  # save_run calls it after the npz, before the json
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(results, "_versions", killed)
+    with pytest.raises(KeyboardInterrupt):
+        results.run_cached(CFG, "exp", progress=False)
+    assert npz.exists() and not js.exists()
+    assert ckpt.exists()  # kept until the results are written
+    monkeypatch.setattr(results, "_versions", real_versions)
+    from anticip_lib import trainer
+
+    def no_eval(*args, **kwargs):
+        pytest.fail("the complete checkpoint was trained again")
+
+    monkeypatch.setattr(trainer, "evaluate", no_eval)
+    run = results.run_cached(CFG, "exp", progress=False)
+    assert run.meta["resumed_at"] == CFG.n_epochs * CFG.n_docs
+    assert js.exists() and not ckpt.exists()
+    assert results.load_run(CFG, "exp") is not None
+
+
+@pytest.mark.slow  # trains tiny-gpt until it diverges (about 1 s)
+def test_diverging_config_trains_once_then_loads(dirs, monkeypatch, recwarn):
+    from anticip_lib import trainer
+
+    cfg = replace(CFG, lr=1e3)  # tiny-gpt's losses overflow within two episodes
+    calls, evals = [], []
+    real_train_run, real_eval = results.train_run, trainer.evaluate
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real_train_run(*args, **kwargs)
+
+    def counting_eval(*args, **kwargs):
+        evals.append(1)
+        return real_eval(*args, **kwargs)
+
+    monkeypatch.setattr(results, "train_run", counting)
+    monkeypatch.setattr(trainer, "evaluate", counting_eval)
+    first = results.run_cached(cfg, "exp", progress=False)
+    assert len(calls) == 1
+    assert not [w for w in recwarn if "recomputing" in str(w.message)]
+    k = first.meta["diverged_at"]
+    assert first.meta["diverged"] is True and 1 <= k < cfg.n_epochs * cfg.n_docs
+    assert len(evals) == k + 1  # rows 0..k evaluated, nothing after the divergence
+    assert np.isnan(first.eval_loss[k + 1 :]).all()
+    bad = np.flatnonzero(~np.isfinite(first.train_loss))
+    assert np.isnan(first.train_loss[bad[0] + 1 :]).all()  # no steps after the first
+    assert bad[0] // cfg.steps_per_doc + 1 <= k  # non-finite training loss
+
+    def no_training(*args, **kwargs):
+        pytest.fail("a diverged run was trained again")
+
+    monkeypatch.setattr(results, "train_run", no_training)
+    second = results.run_cached(cfg, "exp", progress=False)
+    assert second.meta["diverged"] is True and second.meta["diverged_at"] == k
+    np.testing.assert_array_equal(second.eval_loss, first.eval_loss)
+    assert not [w for w in recwarn if "recomputing" in str(w.message)]
+
+
+def _compute_in_child(marker, queue):
+    """One of two processes asking for the same run at the same time."""
+    import os
+    import time
+
+    real = results.train_run
+
+    def slow(*args, **kwargs):
+        with open(marker, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(1.0)  # the other process surely arrives while this one trains
+        return real(*args, **kwargs)
+
+    results.train_run = slow
+    try:
+        run = results.run_cached(CFG, "exp", progress=False)
+        queue.put(("ok", run.eval_loss))
+    except BaseException as err:  # noqa: BLE001 - reported to the parent
+        queue.put(("error", repr(err)))
+
+
+@pytest.mark.slow  # two processes, one trains tiny-gpt (about 3 s)
+def test_two_processes_compute_a_run_once(dirs):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")  # children inherit the imports and the env (dirs)
+    marker, queue = dirs / "trained-by", ctx.Queue()
+    procs = [ctx.Process(target=_compute_in_child, args=(marker, queue)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    out = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    assert [o[0] for o in out] == ["ok", "ok"], out
+    assert len(marker.read_text().split()) == 1  # one trained, the other loaded
+    np.testing.assert_array_equal(out[0][1], out[1][1])
+    folder = dirs / "results" / "exp"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in _files(dirs))
+    assert results.load_run(CFG, "exp") is not None
+    assert not list((dirs / "cache").rglob("*.pt")) and not list((dirs / "cache").rglob("*.tmp"))
+
+
+# ---- run records in the cache -----------------------------------------------------------
+
+class Rec:
+    """A hand-made recorder: the episode number and its square."""
+
+    def __init__(self, name="ep", version=1):
+        self.name, self.version = name, version
+
+    def __call__(self, k, model):
+        return {"k": np.array(k), "sq": np.array([k, k * k])}
+
+
+def _run_with_records(config=CFG, name="ep"):
+    run = _run(config)
+    n = config.n_epochs * config.n_docs + 1
+    run.records = {name: {"k": np.arange(n, dtype=float),
+                          "sq": np.stack([np.arange(n), np.arange(n) ** 2], 1).astype(float)}}
+    return run
+
+
+def test_recorders_enter_the_key_only_when_present():
+    base = results.config_key(CFG)
+    assert results.config_key(CFG, None) == results.config_key(CFG, ()) == base
+    assert results.config_key(RunConfig()) == PINNED_DEFAULT_KEY
+    with_rec = results.config_key(CFG, Rec())
+    assert with_rec != base
+    assert results.config_key(CFG, Rec(version=2)) != with_rec  # a new version: new run
+    assert results.config_key(CFG, Rec("other")) != with_rec
+    two = [Rec("a"), Rec("b")]
+    assert results.config_key(CFG, two) == results.config_key(CFG, two[::-1])
+    assert results.run_stem(CFG, Rec()).endswith(f"_s0_rec__{with_rec}")
+    assert results.run_stem(CFG).endswith(f"_s0__{base}")
+
+
+def test_save_load_with_records(dirs, recwarn):
+    run = _run_with_records()
+    npz = results.save_run(run, "exp", Rec())
+    assert "_rec__" in npz.name
+    back = results.load_run(CFG, "exp", Rec())
+    np.testing.assert_array_equal(back.records["ep"]["sq"][:, 1], np.arange(7) ** 2)
+    np.testing.assert_array_equal(back.eval_loss, run.eval_loss)
+    assert back.meta["records"] == {"ep": {"version": 1, "keys": ["k", "sq"]}}
+    assert results.load_run(CFG, "exp") is None  # the plain run is another file
+    assert results.load_run(CFG, "exp", Rec(version=2)) is None
+    assert results.find_run(CFG, record=Rec()).records["ep"]["k"][3] == 3
+    assert not recwarn.list
+
+
+def test_records_with_wrong_length_are_rejected(dirs):
+    run = _run_with_records()
+    run.records["ep"]["k"] = run.records["ep"]["k"][:-1]
+    results.save_run(run, "exp", Rec())
+    with pytest.warns(UserWarning, match="records shape"):
+        assert results.load_run(CFG, "exp", Rec()) is None
+
+
+def test_save_run_needs_the_run_s_recorders(dirs):
+    with pytest.raises(ValueError, match="record"):
+        results.save_run(_run_with_records(), "exp")
+    with pytest.raises(ValueError, match="record"):
+        results.save_run(_run(), "exp", Rec())
+
+
+def test_run_cached_passes_recorders_and_loads_records(dirs, monkeypatch):
+    seen = []
+
+    def fake_train_run(config, device="cpu", *, record=None, **kw):
+        seen.append(record)
+        return _run_with_records(config) if record else _run(config)
+
+    monkeypatch.setattr(results, "train_run", fake_train_run)
+    rec = Rec()
+    first = results.run_cached(CFG, "exp", progress=False, record=rec)
+    second = results.run_cached(CFG, "exp", progress=False, record=rec)
+    assert len(seen) == 1 and seen[0] == (rec,)
+    np.testing.assert_array_equal(second.records["ep"]["k"], first.records["ep"]["k"])
+    results.run_cached(CFG, "exp", progress=False)  # without recorders: its own run
+    assert len(seen) == 2 and seen[1] == ()

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import secrets
 import tempfile
 import time
@@ -117,7 +118,7 @@ def _callable_name(f) -> str:
 def _update_tensor(h, t) -> None:
     t = torch.as_tensor(t).detach()
     h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-    h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())  # no copy on CPU
 
 
 def _fingerprint(model, order, inputs, labels, attention_mask, settings: dict,
@@ -127,7 +128,8 @@ def _fingerprint(model, order, inputs, labels, attention_mask, settings: dict,
     The model's *initial* state (so its name, init, revision and seed), which parameters
     are trained, the documents (token ids, so corpus, tokenizer, seed, C), the order,
     the settings (M, optimizer, lr, schedule, loss function by name, recorders) and
-    `run_key` (train_run passes its config's key fields).
+    `run_key` (train_run passes its config's key fields). Hashing the weights reads
+    them once (a few seconds for Pythia-1B), only for runs with a checkpoint.
     """
     h = hashlib.sha1()
     h.update(CHECKPOINT_FORMAT.encode())
@@ -171,11 +173,16 @@ def _load_checkpoint(path: Path, fingerprint: str, shapes: dict) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # noqa: BLE001 - truncated, foreign or malicious file
-        first = (str(err).strip().splitlines() or [""])[0][:200]
+        lines = [re.sub(r"\x1b\[[0-9;]*m", "", x).strip() for x in str(err).splitlines()]
+        lines = [x for x in lines if x] or [""]
+        # torch's weights-only refusal names the object it would not build
+        found = re.search(r"Unsupported global: GLOBAL \S+", str(err))
+        why = found.group(0) if found else lines[0][:200]
         raise CheckpointError(
-            f"checkpoint {path} cannot be read safely ({type(err).__name__}: {first}): "
-            "it is damaged (e.g. truncated), was written by another program or by an "
-            f"older anticip_lib, or holds code. {_delete_advice(path)}") from None
+            f"checkpoint {path} cannot be read safely ({type(err).__name__}: {why}): it "
+            "is damaged (e.g. truncated), was written by another program or an older "
+            "anticip_lib, or holds objects other than tensors and plain values (code, "
+            f"numpy arrays). It was not loaded. {_delete_advice(path)}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(
@@ -194,9 +201,10 @@ def _load_checkpoint(path: Path, fingerprint: str, shapes: dict) -> dict:
         if not torch.is_tensor(t) or tuple(t.shape) != shapes[key]:
             problems.append(key)
     recs = state.get("records")
-    if not isinstance(recs, dict) or any(
-        not isinstance(v, dict) or any(not torch.is_tensor(a) or a.shape[0] != shapes["done"] + 1
-                                       for a in v.values())
+    rows = shapes["done"] + 1
+    if not isinstance(recs, dict) or not all(
+        isinstance(v, dict) and all(torch.is_tensor(a) and a.ndim >= 1 and a.shape[0] == rows
+                                    for a in v.values())
         for v in recs.values()
     ):
         problems.append("records")

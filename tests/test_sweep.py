@@ -323,6 +323,32 @@ def test_ray_engine_two_workers_local_cluster(local_sweep, tmp_path, monkeypatch
     assert _files(tmp_path) == before
 
 
+@pytest.mark.slow
+def test_ray_engine_killed_cancels_the_tasks_and_stops_the_cluster(tmp_path):
+    """`kill` (SIGTERM) takes the path of Ctrl-C (a KeyboardInterrupt): tasks cancelled,
+    Ray shut down, finished runs kept. Without the engine's handler Ray's own aborts."""
+    psutil = pytest.importorskip("psutil")
+    proc = subprocess.Popen(
+        [*SWEEP, "--engine", "ray", "--workers", "2"], env=_env(tmp_path), cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    started = tmp_path / "cache" / "checkpoints" / SMOKE_EXP  # made by the first task
+    t_end = time.time() + 240
+    while not started.is_dir():
+        assert proc.poll() is None and time.time() < t_end, "no task started"
+        time.sleep(0.05)
+    ray_procs = psutil.Process(proc.pid).children(recursive=True)  # GCS, raylet, workers
+    assert len(ray_procs) >= 3
+    proc.terminate()
+    out = proc.communicate(timeout=120)[0]
+    # an uncaught KeyboardInterrupt ends Python by SIGINT: -2, not Ray's abort (134)
+    assert proc.returncode == -signal.SIGINT, (proc.returncode, out)
+    assert "interrupted: finished runs are saved" in out, out
+    gone, alive = psutil.wait_procs(ray_procs, timeout=60)
+    assert alive == [], [p.cmdline()[:2] for p in alive]
+    n = len([f for f in _files(tmp_path) if f.endswith(".json")])
+    assert len(_files(tmp_path)) == 2 * n < 8  # whole runs only, and not all of them
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

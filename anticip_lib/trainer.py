@@ -488,8 +488,8 @@ def check_run(config, device="cpu") -> torch.device:
             f"model {config.model!r} ({max_c} tokens)"
         )
     dev = resolve_device(device)
-    min_tokens = config.context_len if config.doc_filter == "min_context" else 2
-    data.check_documents(config.corpus, config.n_docs, min_tokens=min_tokens,
+    data.check_documents(config.corpus, config.n_docs,
+                         min_tokens=data.min_doc_tokens(config.doc_filter, config.context_len),
                          split=config.doc_split)
     return dev
 

@@ -740,15 +740,22 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(paths.REPO), "rev-parse", "HEAD"],
+                              capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+_COMMIT_AT_IMPORT = _git_commit()  # the code this process runs, not a later HEAD
+
+
 def _provenance() -> dict:
     import torchvision
     import transformers
 
-    try:
-        commit = subprocess.run(["git", "-C", str(paths.REPO), "rev-parse", "HEAD"],
-                                capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
+    commit = _COMMIT_AT_IMPORT
     versions = {"python": sys.version.split()[0], "torch": torch.__version__,
                 "torchvision": torchvision.__version__,
                 "transformers": transformers.__version__, "numpy": np.__version__,

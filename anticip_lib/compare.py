@@ -70,6 +70,7 @@ class Row:
     contrast: stats.Interval  # the paper's predicted sign is positive
     contrast_name: str
     verdict: str
+    flags: str = ""  # e.g. how many per-seed values were flagged degenerate
 
 
 def compare(cyclic, shuffled, n_docs: int) -> dict:
@@ -85,9 +86,11 @@ def compare(cyclic, shuffled, n_docs: int) -> dict:
     rows = []
     for n in range(1, c["rs"].shape[0] + 1):
         d = stats.paired_interval(c["rs"][n - 1], s["rs"][n - 1])
+        flags = (f"degenerate: cyclic {int(c['degenerate'][n - 1].sum())}/{len(c_runs)}, "
+                 f"shuffled {int(s['degenerate'][n - 1].sum())}/{len(s_runs)}")
         rows.append(Row(f"RS({n})", stats.t_interval(c["rs"][n - 1]),
                         stats.t_interval(s["rs"][n - 1]), d, "cyclic − shuffled",
-                        stats.verdict(d)))
+                        stats.verdict(d), flags))
     if c["doc1"].shape[0] >= 2:
         d = stats.paired_interval(c["doc1"][1], s["doc1"][1])
         rows.append(Row("document 1, epoch 2: share of forgetting recovered",
@@ -110,11 +113,12 @@ def rows_table(rows, fmt: str = ".2f"):
     """The rows as a Markdown table (rendered as a table in the book)."""
     from IPython.display import Markdown
 
-    head = "| statistic | cyclic | shuffled (floor) | contrast | verdict |"
-    lines = [head, "|---|---|---|---|---|"]
+    head = "| statistic | cyclic | shuffled (floor) | contrast | verdict | flags |"
+    lines = [head, "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.statistic} | {r.cyclic.text(fmt)} | {r.shuffled.text(fmt)} | "
-                     f"{r.contrast_name}: {r.contrast.text(fmt)} | {r.verdict} |")
+                     f"{r.contrast_name}: {r.contrast.text(fmt)} | {r.verdict} | "
+                     f"{r.flags} |")
     return Markdown("\n".join(lines))
 
 

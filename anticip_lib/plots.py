@@ -36,16 +36,24 @@ def _order(run) -> np.ndarray:
     return np.asarray(order)
 
 
-def band(ax, x, ys, label, c):
+def band(ax, x, ys, label, c, floor=None):
     """Mean of the rows of `ys` over `x`, with a ±1 sd band (ddof=1) when there are
-    several rows; returns the mean."""
+    several rows; returns the mean. `floor`: clip the band there (0 for losses)."""
     ys = np.asarray(ys)
     mean = ys.mean(axis=0)
     ax.plot(x, mean, color=c, label=label)
     if ys.shape[0] > 1:
         sd = ys.std(axis=0, ddof=1)
-        ax.fill_between(x, mean - sd, mean + sd, color=c, alpha=0.2, lw=0)
+        lo = mean - sd if floor is None else np.maximum(mean - sd, floor)
+        ax.fill_between(x, lo, mean + sd, color=c, alpha=0.2, lw=0)
     return mean
+
+
+def n_label(label: str, n: int, note: str | None = None) -> str:
+    """Legend text: the label with its n (flagged when below 3) and an optional note,
+    e.g. the model that stood in for the paper's."""
+    tail = f"n = {n}" + (", too few for a band" if n < 2 else " only" if n < 3 else "")
+    return f"{label} ({tail})" + (f"\n{note}" if note else "")
 
 
 def rs_axes(ax) -> None:
@@ -56,15 +64,17 @@ def rs_axes(ax) -> None:
     ax.set_ylabel("recovery score RS(n)")
 
 
-def doc_curve(runs_by_label: dict, *, doc: int = 0, ax=None):
+def doc_curve(runs_by_label: dict, *, doc: int = 0, note: str | None = None, ax=None):
     """Loss on one document over episodes, mean ± sd over seeds (Fig. 1a).
 
-    Black circles: just before each training episode on that document.
+    Black circles: just before each training episode on that document. The legend
+    gives n per label; `note` (e.g. the model) goes under the first label.
     """
     fig, ax = axes(ax)
     for i, (label, runs) in enumerate(runs_by_label.items()):
         ys = [metrics.doc_curve(r.eval_loss, doc) for r in runs]
-        mean = band(ax, np.arange(len(ys[0])), ys, label, color(label, i))
+        text = n_label(label, len(runs), note if i == 0 else None)
+        mean = band(ax, np.arange(len(ys[0])), ys, text, color(label, i), floor=0.0)
         rows = metrics.revisit_rows(_order(runs[0]), doc)
         same = all(np.array_equal(metrics.revisit_rows(_order(r), doc), rows) for r in runs)
         if same and len(rows):
@@ -75,7 +85,7 @@ def doc_curve(runs_by_label: dict, *, doc: int = 0, ax=None):
     return fig
 
 
-def shift_averaged(runs_by_label: dict, *, ax=None):
+def shift_averaged(runs_by_label: dict, *, note: str | None = None, ax=None):
     """Shift-averaged loss vs epochs since first training (Fig. 1b; App. A.4).
 
     The band is ±1 sd over seeds and documents, as in the paper.
@@ -85,19 +95,21 @@ def shift_averaged(runs_by_label: dict, *, ax=None):
         n_docs = runs[0].eval_loss.shape[1]
         aligned = np.concatenate([metrics.shift_aligned(r.eval_loss, n_docs) for r in runs])
         x = np.arange(aligned.shape[1]) / n_docs
-        band(ax, x, aligned, label, color(label, i))
+        text = n_label(label, len(runs), note if i == 0 else None)
+        band(ax, x, aligned, text, color(label, i), floor=0.0)
     ax.set_xlabel("epochs since the document was first trained")
     ax.set_ylabel("shift-averaged loss")
     ax.legend(frameon=False)
     return fig
 
 
-def online_loss(runs_by_label: dict, *, ax=None):
+def online_loss(runs_by_label: dict, *, note: str | None = None, ax=None):
     """Online (prequential) loss per episode, mean ± sd over seeds (Fig. 1c)."""
     fig, ax = axes(ax)
     for i, (label, runs) in enumerate(runs_by_label.items()):
         ys = [metrics.online_loss(r.eval_loss, _order(r)) for r in runs]
-        band(ax, np.arange(1, len(ys[0]) + 1), ys, label, color(label, i))
+        text = n_label(label, len(runs), note if i == 0 else None)
+        band(ax, np.arange(1, len(ys[0]) + 1), ys, text, color(label, i), floor=0.0)
     n_docs = next(iter(runs_by_label.values()))[0].eval_loss.shape[1]
     for e in range(1, len(ys[0]) // n_docs):
         ax.axvline(e * n_docs + 0.5, color="0.8", lw=1, zorder=0)
@@ -133,4 +145,64 @@ def table(columns: dict, *, fmt: str = ".3f"):
             m, s = metrics.mean_sd(col[r]) if r in col else (float("nan"), 0.0)
             cells.append(f"{m:{fmt}} ± {s:{fmt}} (n={len(col.get(r, []))})")
         lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    return Markdown("\n".join(lines))
+
+
+def recovery_intervals(scores_by_label: dict, *, note: str | None = None, ax=None):
+    """RS(n) per epoch with the mean and a 95 % t interval over seeds per label.
+
+    `scores_by_label` maps a label to an array (epochs, seeds) of RS values (as
+    `compare.per_seed(...)["rs"]`); non-finite values are left out and counted.
+    """
+    from . import stats
+
+    fig, ax = axes(ax)
+    labels = list(scores_by_label)
+    width = 0.12 * (len(labels) - 1)
+    for i, label in enumerate(labels):
+        scores = np.atleast_2d(np.asarray(scores_by_label[label], dtype=float))
+        ivs = [stats.t_interval(row) for row in scores]
+        x = np.arange(1, len(ivs) + 1) + (i * 0.12 - width / 2)
+        m = np.array([iv.mean for iv in ivs])
+        err = np.array([[iv.mean - iv.lo, iv.hi - iv.mean] for iv in ivs]).T
+        ax.errorbar(x, m, yerr=np.nan_to_num(err), fmt="o-", color=color(label, i),
+                    capsize=3, label=n_label(label, ivs[0].n, note if i == 0 else None))
+    rs_axes(ax)
+    ax.legend(frameon=False)
+    return fig
+
+
+def contrasts(rows, *, ax=None):
+    """A forest plot: each row's contrast (e.g. cyclic − shuffled) with its interval.
+
+    `rows`: objects with `.statistic`, `.contrast_name`, `.contrast` (stats.Interval)
+    and `.verdict` (as `compare.compare(...)["rows"]`).
+    """
+    fig, ax = axes(ax)
+    fig.set_size_inches(7.5, 0.55 * len(rows) + 1.2)
+    y = np.arange(len(rows))[::-1]
+    for yi, r in zip(y, rows):
+        iv = r.contrast
+        c = {"reproduced": "#2a9d55", "opposite": "#c0392b"}.get(r.verdict, "0.35")
+        if np.isfinite(iv.lo):
+            ax.plot([iv.lo, iv.hi], [yi, yi], color=c, lw=2.5)
+        ax.plot([iv.mean], [yi], "o", color=c, ms=6)
+    ax.axvline(0, color="0.5", lw=1, ls="--", zorder=0)
+    ax.set_yticks(y, [f"{r.statistic}\n({r.contrast_name}; {r.verdict})" for r in rows],
+                  fontsize=9)
+    ax.set_xlabel("contrast, mean and 95 % interval over seeds")
+    fig.tight_layout()
+    return fig
+
+
+def records_table(rows: list[dict]):
+    """A Markdown table from a list of dicts with the same keys (one row each)."""
+    from IPython.display import Markdown
+
+    if not rows:
+        return Markdown("*(no rows)*")
+    keys = list(rows[0])
+    esc = lambda v: str(v).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(keys) + " |", "|---" * len(keys) + "|"]
+    lines += ["| " + " | ".join(esc(r.get(k, "")) for k in keys) + " |" for r in rows]
     return Markdown("\n".join(lines))

@@ -111,7 +111,7 @@ def _ch1(preset: str) -> list[Group]:
     # paper: Fig. 1(a, b) with Pythia-1B, T=100, 20 seeds; Table 1 at C=512, 10 seeds
     base = RunConfig(model="pythia-1b", corpus="cnn_dailymail", n_docs=100,
                      context_len=256, steps_per_doc=10, n_epochs=5, optimizer="sgd",
-                     lr=1e-3)
+                     lr=1e-3, doc_filter="any")  # any length, short ones padded (§2.2)
     table = tuple(r for m in ("pythia-410m", "pythia-1b", "pythia-1.4b", "pythia-2.8b")
                   for r in ch1_main(replace(base, model=m, context_len=512), range(10)))
     return [Group("main", "01_phenomenon", ch1_main(base, range(20)),

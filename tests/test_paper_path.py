@@ -81,9 +81,6 @@ def test_paper_models_are_the_pythia_checkpoints_of_spec():
         assert "pre-trained" in models.describe(name)  # revision main, no random init
 
 
-@pytest.mark.xfail(strict=True, reason="presets.py must set doc_filter='any' in the "
-                   "paper preset (issue 11; presets.py is the lead's): remove this mark "
-                   "when it does")
 def test_paper_preset_samples_documents_as_the_paper():
     # SPEC §2.1–2.2: T articles drawn regardless of length, short ones right-padded
     for c in presets.configs("01_phenomenon", "paper"):

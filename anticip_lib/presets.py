@@ -59,8 +59,11 @@ CH1_CANDIDATES = (
 # margin rule allows SGD at most 2.5e-3.
 CH1_SCREEN = (("smollm2-135m", "sgd", (1e-3, 2e-3)),
               ("smollm2-135m", "adam_reset", (1e-5, 3e-5)))
-# What the rules chose from the pilot (the notebook re-derives it and fails if not)
-CH1_CPU_PROTOCOL = dict(model="pythia-70m", init="pythia", tokenizer="tiny-gpt",
+# What the rules chose from the pilot (the notebook re-derives it and fails if not).
+# The 70M candidate's pilot was stopped before its first run finished: at the cost
+# measured on this (shared) machine its pilot plus the preset's other runs exceed the
+# budget; its runs are listed above and resume with the sweep command.
+CH1_CPU_PROTOCOL = dict(model="pythia-14m", init="pythia", tokenizer="tiny-gpt",
                         optimizer="adam_reset", lr=1e-3)
 
 

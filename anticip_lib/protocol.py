@@ -37,14 +37,22 @@ class Verdict:
     fits: bool = False
     affordable: bool = False
     smallest_unstable_lr: float | None = None
+    incomplete: str = ""  # e.g. "0 of 6 runs": the pilot did not finish this candidate
 
     @property
     def passes(self) -> bool:
-        return self.stable and self.margin and self.fits and self.affordable
+        return (not self.incomplete and self.stable and self.margin and self.fits
+                and self.affordable)
 
     def as_row(self) -> dict:
         yes = {True: "yes", False: "no"}
         unstable = self.smallest_unstable_lr
+        if self.incomplete:
+            model = self.model + ("" if self.init == "pretrained" else f" ({self.init} init)")
+            return {"model": model, "optimizer": self.optimizer, "lr": f"{self.lr:g}",
+                    "runs": f"pilot incomplete: {self.incomplete}", "unstable runs": "—",
+                    "max rise": "—", "mean fit": "—", "min / run": "—", "stable": "—",
+                    "margin": "—", "fit ≥ rule": "—", "affordable": "—"}
         return {
             "model": self.model + ("" if self.init == "pretrained" else f" ({self.init} init)"),
             "optimizer": self.optimizer, "lr": f"{self.lr:g}", "runs": self.n_runs,
@@ -63,22 +71,37 @@ def run_is_stable(run, max_rise: float) -> bool:
     return bool(np.isfinite(e).all() and metrics.max_relative_rise(e) <= max_rise)
 
 
-def _key(c) -> tuple:
+def candidate(c) -> tuple:
+    """The candidate a config belongs to: (model, init, tokenizer, optimizer, lr)."""
     return (c.model, c.init, c.tokenizer, c.optimizer, c.lr)
+
+
+_key = candidate
 
 
 def judge(runs, *, max_rise: float, lr_margin: float, min_fit: float,
           budget_core_min: float, runs_in_preset: int = 0, spent_core_min: float = 0.0,
-          **_ignored) -> list[Verdict]:
+          expected=None, **_ignored) -> list[Verdict]:
     """One Verdict per candidate among `runs` (cached Runs with .config and .meta).
 
     runs_in_preset: how many runs of the chosen candidate the rest of the preset needs;
-    spent_core_min: what the pilot itself cost, counted against the budget.
+    spent_core_min: what the pilot itself cost, counted against the budget;
+    expected: the pilot's configs; a candidate with fewer finished runs than configs is
+    reported as incomplete (it cannot pass).
     """
     by_cand: dict = {}
     for r in runs:
         by_cand.setdefault(_key(r.config), []).append(r)
+    planned: dict = {}
+    for c in expected or []:
+        planned[_key(c)] = planned.get(_key(c), 0) + 1
     out = []
+    for key, n in planned.items():
+        if len(by_cand.get(key, [])) < n:
+            model, init, _tok, opt, lr = key
+            done = len(by_cand.pop(key, []))
+            out.append(Verdict(model, init, opt, lr, done, 0, np.nan, np.nan, np.nan,
+                               incomplete=f"{done} of {n} runs"))
     for (model, init, _tok, opt, lr), rr in by_cand.items():
         stable = [run_is_stable(r, max_rise) for r in rr]
         rises = [metrics.max_relative_rise(r.eval_loss) for r in rr]
@@ -88,8 +111,11 @@ def judge(runs, *, max_rise: float, lr_margin: float, min_fit: float,
                            float(np.nanmax(rises)) if np.isfinite(rises).any() else np.inf,
                            float(np.nanmean(fits)), minutes, stable=all(stable)))
     for v in out:
+        if v.incomplete:
+            continue
         unstable = [w.lr for w in out if (w.model, w.init, w.optimizer)
-                    == (v.model, v.init, v.optimizer) and not w.stable]
+                    == (v.model, v.init, v.optimizer) and not w.stable
+                    and not w.incomplete]
         v.smallest_unstable_lr = min(unstable) if unstable else None
         v.margin = v.smallest_unstable_lr is None or v.lr <= lr_margin * min(unstable)
         v.fits = v.fit >= min_fit
@@ -105,16 +131,36 @@ def choose(verdicts: list[Verdict], n_params: dict) -> Verdict | None:
     return min(ok, key=lambda v: (v.init != "pretrained", -n_params.get(v.model, 0), v.lr))
 
 
-def screen_row(run, *, max_rise: float, min_fit: float, **_ignored) -> dict:
-    """One screened candidate (one epoch, one seed): fit and rise only."""
+def work_units(n_docs: int, n_epochs: int, steps_per_doc: int) -> int:
+    """Document passes of a run: a training step costs ~3 (forward + backward), an
+    evaluation of one document 1; used to scale a measured cost to another shape."""
+    return 3 * n_docs * n_epochs * steps_per_doc + (n_docs * n_epochs + 1) * n_docs
+
+
+def screen_row(run, *, max_rise: float, min_fit: float, budget_core_min: float,
+               full_shape: dict, runs_needed: int, **_ignored) -> dict:
+    """One screened candidate (one epoch, one seed): fit, rise and estimated cost.
+
+    full_shape: n_docs, n_epochs, steps_per_doc of a full pilot/main run; runs_needed:
+    how many such runs the candidate would need (full pilot + the preset's runs).
+    The cost of a full run is the screen's measured minutes scaled by `work_units`.
+    """
     c = run.config
     fit = float(np.mean(metrics.episode_fit(run.eval_loss, run.order)))
     rise = metrics.max_relative_rise(run.eval_loss)
+    scale = work_units(**full_shape) / work_units(c.n_docs, c.n_epochs, c.steps_per_doc)
+    full_min = run.meta["wall_s"] / 60 * scale
     ok = bool(np.isfinite(run.eval_loss).all() and rise <= max_rise and fit >= min_fit)
+    cheap = runs_needed * full_min <= budget_core_min
+    verdict = ("no: fit or stability" if not ok else
+               "fits and is stable, but not affordable" if not cheap else
+               "yes: needs the full pilot")
     return {"model": c.model, "optimizer": c.optimizer, "lr": f"{c.lr:g}",
             "T × E": f"{c.n_docs} × {c.n_epochs}", "mean fit": f"{fit:.2f}",
-            "max rise": f"{rise:.2f}", "min / run": f"{run.meta['wall_s'] / 60:.1f}",
-            "passes the screen": "yes: needs the full pilot" if ok else "no"}
+            "max rise": f"{rise:.2f}", "min (screen)": f"{run.meta['wall_s'] / 60:.1f}",
+            "est. min per full run": f"{full_min:.0f}",
+            f"est. core-min for {runs_needed} runs": f"{runs_needed * full_min:.0f}",
+            "passes": verdict}
 
 
 def stability_rows(runs, max_rise: float, about: dict | None = None) -> list[dict]:

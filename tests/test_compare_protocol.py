@@ -106,3 +106,25 @@ def test_check_choice_fails_when_rules_disagree_with_preset():
     with pytest.raises(RuntimeError, match="update presets.CH1_CPU_PROTOCOL"):
         protocol.check_choice(v, {**want, "lr": 3e-3}, {})
     protocol.check_choice(v, {**want, "lr": 3e-3}, {"lr": 3e-3})  # overrides: no check
+
+
+def test_candidate_with_missing_pilot_runs_is_incomplete():
+    done = _pilot(1e-3)
+    missing = [r.config for r in _pilot(1e-3, model="pythia-70m")]
+    vs = protocol.judge(done, **RULES, expected=[r.config for r in done] + missing)
+    v = {x.model: x for x in vs}
+    assert v["pythia-70m"].incomplete == "0 of 2 runs" and not v["pythia-70m"].passes
+    assert "pilot incomplete" in v["pythia-70m"].as_row()["runs"]
+    assert v["pythia-14m"].passes
+
+
+def test_work_units_and_screen_cost_estimate():
+    # T=5, E=1, M=10: 3*50 + 6*5 = 180; T=10, E=5, M=10: 3*500 + 51*10 = 2010
+    assert protocol.work_units(5, 1, 10) == 180
+    assert protocol.work_units(10, 5, 10) == 2010
+    r = run(wall_s=180.0)  # T=3, E=2, M=10 (RunConfig default): 3*60 + 7*3 = 201 units
+    row = protocol.screen_row(r, **RULES, full_shape=dict(n_docs=10, n_epochs=5,
+                              steps_per_doc=10), runs_needed=20)
+    per_run = 3.0 * 2010 / 201  # minutes
+    assert row["est. min per full run"] == f"{per_run:.0f}"
+    assert row["passes"] == "fits and is stable, but not affordable"  # 20 * 30 > 240

@@ -427,6 +427,7 @@ def train_many(
     engine: str = "auto",
     eval_batch: int | None = None,
     on_episode_end=None,
+    checkpoint_every: float = 0.0,
 ) -> list[Run]:
     """Train K runs in lockstep; `[Run]` equal to `trainer.train` run by run.
 
@@ -443,6 +444,9 @@ def train_many(
     kill).
     checkpoint: file written atomically after every episode; if it exists the runs
     resume from it and end with the same arrays as uninterrupted runs.
+    checkpoint_every: seconds; write the checkpoint only after an episode that ends at
+    least this long after the last write (0: every episode, as `train`). A paper-size
+    model on a GPU trains an episode in less time than it takes to write its weights.
     """
     orders = _check_args(models, inputs, labels, orders, attention_mask, steps_per_doc,
                          optimizer, lr_schedule, precision, engine)
@@ -537,7 +541,7 @@ def train_many(
         train_loss = state["train_loss"].numpy().copy()
         done = int(state["done"])
 
-    t0 = time.perf_counter()
+    t0 = last_save = time.perf_counter()
     if done == 0:
         eval_loss[:, 0] = evaluate()
         if on_episode_end is not None:
@@ -589,16 +593,20 @@ def train_many(
         eval_loss[:, k] = evaluate()
         if on_episode_end is not None:
             on_episode_end(k, eval_loss[:, k])
-        if ckpt is not None:
+        if ckpt is not None and (k == n_episodes or
+                                 time.perf_counter() - last_save >= checkpoint_every):
             _save_atomic({
                 "fingerprint": fp,
                 "params": {n: p.detach() for n, p in params.items()},
-                "optimizer": None if opt is None else opt.state_dict(),
+                # Adam-reset starts the next episode with a fresh optimizer: no state
+                "optimizer": (None if opt is None or optimizer == "adam_reset"
+                              else opt.state_dict()),
                 "rng": torch.get_rng_state(),
                 "eval_loss": torch.from_numpy(eval_loss),
                 "train_loss": torch.from_numpy(train_loss),
                 "done": k,
             }, ckpt)
+            last_save = time.perf_counter()
         bar.update(1)
     bar.close()
     wall = time.perf_counter() - t0
@@ -653,7 +661,7 @@ def group_key(config) -> str:
 
 
 def train_configs(configs, device="cpu", *, checkpoint=None, progress=True,
-                  precision="fp32") -> list[Run]:
+                  precision="fp32", checkpoint_every: float = 0.0) -> list[Run]:
     """`trainer.train_run` for compatible configs, in one `train_many` call."""
     from . import models as models_mod
 
@@ -672,7 +680,8 @@ def train_configs(configs, device="cpu", *, checkpoint=None, progress=True,
         steps_per_doc=c0.steps_per_doc, optimizer=c0.optimizer, lr=c0.lr,
         lr_schedule=c0.lr_schedule,
         attention_mask=torch.stack([d.attention_mask for _, d, _ in built]),
-        checkpoint=checkpoint, device=device, progress=progress, precision=precision)
+        checkpoint=checkpoint, device=device, progress=progress, precision=precision,
+        checkpoint_every=checkpoint_every)
     for run, c, (model, docs, _) in zip(runs, configs, built):
         run.config = c
         run.meta.update(
@@ -809,8 +818,9 @@ def run_lockstep(items, *, k: int, device="cpu", threads=1, budget=None, log=pri
     from . import results
 
     torch.set_num_threads(threads)
-    if torch.device("cuda" if device == "auto" and torch.cuda.is_available()
-                    else "cpu" if device == "auto" else device).type == "cpu":
+    on_cpu = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
+                          else "cpu" if device == "auto" else device).type == "cpu"
+    if on_cpu:
         tune_cpu_malloc()
     groups = plan_groups(items, k, budget, device)
     n_missing = sum(len(g) for _, g in groups)
@@ -826,7 +836,8 @@ def run_lockstep(items, *, k: int, device="cpu", threads=1, budget=None, log=pri
             ckpt = _checkpoint_path(exp, group)
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             runs = train_configs(group, device, checkpoint=ckpt,
-                                 progress=sys.stderr.isatty())
+                                 progress=sys.stderr.isatty(),
+                                 checkpoint_every=0.0 if on_cpu else 60.0)
             for run in runs:
                 results.save_run(run, exp)
         except KeyboardInterrupt:

@@ -191,6 +191,25 @@ def test_kill_and_resume_gives_same_result(docs, tmp_path, optimizer):
     assert not ckpt.exists()  # removed once the runs are complete
 
 
+def test_checkpoint_every_seconds(docs, tmp_path):
+    """checkpoint_every: no write until that long has passed (here: never before the
+    kill), so the next call starts from episode 0; the last episode is always saved."""
+    ckpt = tmp_path / "group.pt"
+    seen = []
+
+    def kill_at_5(k, row):
+        seen.append(ckpt.exists())
+        if k == 5:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        _lockstep(docs, "sgd", checkpoint=ckpt, on_episode_end=kill_at_5,
+                  checkpoint_every=1e9)
+    assert not any(seen) and not ckpt.exists()
+    runs, _ = _lockstep(docs, "sgd", checkpoint=ckpt, checkpoint_every=1e9)
+    assert runs[0].meta["resumed_at"] == 0 and not ckpt.exists()
+
+
 def test_checkpoint_of_other_runs_is_refused(docs, tmp_path):
     ckpt = tmp_path / "group.pt"
 

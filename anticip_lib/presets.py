@@ -60,9 +60,9 @@ CH1_CANDIDATES = (
 CH1_SCREEN = (("smollm2-135m", "sgd", (1e-3, 2e-3)),
               ("smollm2-135m", "adam_reset", (1e-5, 3e-5)))
 # What the rules chose from the pilot (the notebook re-derives it and fails if not).
-# The 70M candidate's pilot was stopped before its first run finished: at the cost
+# The 70M candidate's pilot was stopped with 4 of its 18 runs finished: at the cost
 # measured on this (shared) machine its pilot plus the preset's other runs exceed the
-# budget; its runs are listed above and resume with the sweep command.
+# budget; its runs are listed above and the rest resume with the sweep command.
 CH1_CPU_PROTOCOL = dict(model="pythia-14m", init="pythia", tokenizer="tiny-gpt",
                         optimizer="adam_reset", lr=1e-3)
 

@@ -15,6 +15,16 @@ from . import metrics, stats
 MAX_RISE = 1.5  # the stability rule of chapter 1's pilot, applied to every run
 
 
+def model_label(run) -> str:
+    """The run's model as the book names it, with its tokenizer when it is not the
+    model's own (a random-init shape reading bytes says so: C then counts bytes)."""
+    label = run.meta.get("model_label", run.config.model)
+    tok = run.config.tokenizer
+    if tok == "tiny-gpt":
+        return label + "; byte-level tokenizer (C counts bytes)"
+    return label if tok == "auto" else f"{label}; tokenizer of {tok}"
+
+
 def per_seed(runs, n_docs: int) -> dict:
     """Arrays over runs (in the given order) of the statistics the chapter reports.
 
@@ -159,8 +169,7 @@ def table1(table_runs: dict, n_docs: int):
         ptext = ("no paper row (stand-in model)" if paper is None else
                  f"{paper[0][0]:.2f} ± {paper[0][1]:.2f} / {paper[1][0]:.2f} ± "
                  f"{paper[1][1]:.2f}")
-        label = c[0].meta.get("model_label", model)
-        lines.append(f"| {label} | {_mean_sd(oc)} | {_mean_sd(os_)} | {d.text()} | "
+        lines.append(f"| {model_label(c[0])} | {_mean_sd(oc)} | {_mean_sd(os_)} | {d.text()} | "
                      f"{stats.verdict(d)} | {ptext} |")
     return Markdown("\n".join(lines))
 
@@ -174,7 +183,7 @@ def _mean_sd(values) -> str:
     return f"{v.mean():.2f}{sd} (n = {v.size})"
 
 
-def verdict_box(result: dict, model_label: str, preset: str, table_runs: dict,
+def verdict_box(result: dict, label: str, preset: str, table_runs: dict,
                 n_docs: int):
     """The chapter's "What we see vs. the paper" box, generated from the runs shown."""
     from IPython.display import Markdown
@@ -185,7 +194,7 @@ def verdict_box(result: dict, model_label: str, preset: str, table_runs: dict,
     grow = next((r for r in result["rows"] if r.statistic.startswith("growth")), None)
     lines = ["```{admonition} What we see vs. the paper",
              ":class: note",
-             f"Preset `{preset}`; model: {model_label}; {len(result['seeds'])} seeds per "
+             f"Preset `{preset}`; model: {label}; {len(result['seeds'])} seeds per "
              "order; 95 % t intervals over seeds, paired by seed.",
              "",
              "| claim | paper | here | verdict |", "|---|---|---|---|"]
@@ -210,7 +219,7 @@ def verdict_box(result: dict, model_label: str, preset: str, table_runs: dict,
         ptext = (f"{model}: {paper[0][0]:.2f} vs {paper[1][0]:.2f}" if paper else
                  "1B: 1.03 vs 1.51 (a different model: not comparable in level)")
         lines.append(f"| Cyclic order gives the lower online loss (Table 1), "
-                     f"{c[0].meta.get('model_label', model)} | {ptext} | shuffled − cyclic "
+                     f"{model_label(c[0])} | {ptext} | shuffled − cyclic "
                      f"{d.text()} | {stats.verdict(d)} |")
     lines += ["", "Verdicts: *reproduced* when the interval of the contrast excludes zero on "
               "the paper's side with at least 5 seeds; *not reproduced* when it holds zero; "

@@ -49,11 +49,17 @@ def band(ax, x, ys, label, c, floor=None):
     return mean
 
 
-def n_label(label: str, n: int, note: str | None = None) -> str:
-    """Legend text: the label with its n (flagged when below 3) and an optional note,
-    e.g. the model that stood in for the paper's."""
+def n_label(label: str, n: int) -> str:
+    """Legend text: the label with its n (flagged when below 3)."""
     tail = f"n = {n}" + (", too few for a band" if n < 2 else " only" if n < 3 else "")
-    return f"{label} ({tail})" + (f"\n{note}" if note else "")
+    return f"{label} ({tail})"
+
+
+def model_note(ax, note: str | None) -> None:
+    """Name the model (e.g. the stand-in for the paper's) in small type under the axes."""
+    if note:
+        ax.text(0.0, -0.2, f"model: {note}", transform=ax.transAxes, fontsize=8.5,
+                color="0.3", va="top", wrap=True)
 
 
 def rs_axes(ax) -> None:
@@ -73,7 +79,7 @@ def doc_curve(runs_by_label: dict, *, doc: int = 0, note: str | None = None, ax=
     fig, ax = axes(ax)
     for i, (label, runs) in enumerate(runs_by_label.items()):
         ys = [metrics.doc_curve(r.eval_loss, doc) for r in runs]
-        text = n_label(label, len(runs), note if i == 0 else None)
+        text = n_label(label, len(runs))
         mean = band(ax, np.arange(len(ys[0])), ys, text, color(label, i), floor=0.0)
         rows = metrics.revisit_rows(_order(runs[0]), doc)
         same = all(np.array_equal(metrics.revisit_rows(_order(r), doc), rows) for r in runs)
@@ -81,7 +87,8 @@ def doc_curve(runs_by_label: dict, *, doc: int = 0, note: str | None = None, ax=
             ax.plot(rows, mean[rows], "o", color="black", ms=4, zorder=3)
     ax.set_xlabel("episode k (documents trained)")
     ax.set_ylabel(f"loss on document {doc + 1}")
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, loc="upper right", fontsize=9)
+    model_note(ax, note)
     return fig
 
 
@@ -95,11 +102,12 @@ def shift_averaged(runs_by_label: dict, *, note: str | None = None, ax=None):
         n_docs = runs[0].eval_loss.shape[1]
         aligned = np.concatenate([metrics.shift_aligned(r.eval_loss, n_docs) for r in runs])
         x = np.arange(aligned.shape[1]) / n_docs
-        text = n_label(label, len(runs), note if i == 0 else None)
+        text = n_label(label, len(runs))
         band(ax, x, aligned, text, color(label, i), floor=0.0)
     ax.set_xlabel("epochs since the document was first trained")
     ax.set_ylabel("shift-averaged loss")
     ax.legend(frameon=False)
+    model_note(ax, note)
     return fig
 
 
@@ -108,7 +116,7 @@ def online_loss(runs_by_label: dict, *, note: str | None = None, ax=None):
     fig, ax = axes(ax)
     for i, (label, runs) in enumerate(runs_by_label.items()):
         ys = [metrics.online_loss(r.eval_loss, _order(r)) for r in runs]
-        text = n_label(label, len(runs), note if i == 0 else None)
+        text = n_label(label, len(runs))
         band(ax, np.arange(1, len(ys[0]) + 1), ys, text, color(label, i), floor=0.0)
     n_docs = next(iter(runs_by_label.values()))[0].eval_loss.shape[1]
     for e in range(1, len(ys[0]) // n_docs):
@@ -116,6 +124,7 @@ def online_loss(runs_by_label: dict, *, note: str | None = None, ax=None):
     ax.set_xlabel("episode k")
     ax.set_ylabel("online loss (before training)")
     ax.legend(frameon=False)
+    model_note(ax, note)
     return fig
 
 
@@ -166,9 +175,10 @@ def recovery_intervals(scores_by_label: dict, *, note: str | None = None, ax=Non
         m = np.array([iv.mean for iv in ivs])
         err = np.array([[iv.mean - iv.lo, iv.hi - iv.mean] for iv in ivs]).T
         ax.errorbar(x, m, yerr=np.nan_to_num(err), fmt="o-", color=color(label, i),
-                    capsize=3, label=n_label(label, ivs[0].n, note if i == 0 else None))
+                    capsize=3, label=n_label(label, ivs[0].n))
     rs_axes(ax)
     ax.legend(frameon=False)
+    model_note(ax, note)
     return fig
 
 

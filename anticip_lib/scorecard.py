@@ -83,7 +83,7 @@ def chapter1_items() -> list[Item]:
     rs_last = rows[f"RS({base.n_epochs - 1})"]
     doc1 = rows["document 1, epoch 2: share of forgetting recovered"]
     online = rows["online loss, epochs 2..E (Table 1)"]
-    scale = (f"{c[0].meta['model_label']}; T = {base.n_docs}, C = {base.context_len}, "
+    scale = (f"{compare.model_label(c[0])}; T = {base.n_docs}, C = {base.context_len}, "
              f"M = {base.steps_per_doc}, E = {base.n_epochs}, {base.optimizer} "
              f"{base.lr:g}; {len(c)} seeds per order")
 

@@ -217,7 +217,7 @@ def verdict_box(result: dict, label: str, preset: str, table_runs: dict,
         d = stats.paired_interval(_online(s, n_docs), _online(c, n_docs))
         paper = PAPER_TABLE1.get(model)
         ptext = (f"{model}: {paper[0][0]:.2f} vs {paper[1][0]:.2f}" if paper else
-                 "1B: 1.03 vs 1.51 (a different model: not comparable in level)")
+                 "no row for this model (the paper's Table 1 has Pythia 410M–2.8B)")
         lines.append(f"| Cyclic order gives the lower online loss (Table 1), "
                      f"{model_label(c[0])} | {ptext} | shuffled − cyclic "
                      f"{d.text()} | {stats.verdict(d)} |")

@@ -9,6 +9,10 @@ respect to run k's weights is run k's own gradient, and SGD and Adam are element
 so one optimizer over the stacked weights (K, …) is K independent optimizers. Each
 returned `Run` is what `trainer.train` gives for that run alone, up to float rounding
 (batched matrix products sum in another order; tests: ≤ 1e-4 on eval_loss in fp32).
+Rounding differences are amplified by some protocols: Adam reset every episode moves
+every weight by ~lr on its first step whatever the size of its gradient, and at lr
+1e-3 `train` itself differs by up to 1e-3 between 1 and 2 threads on random tokens
+(book/performance.md); lockstep differs from `train` by the same amount there.
 
 Two engines compute the K forward passes:
 - "neox": a batched GPT-NeoX forward written here (`torch.baddbmm` over the stacked
@@ -16,7 +20,9 @@ Two engines compute the K forward passes:
   `GPTNeoXForCausalLM` models (every pythia-* and tiny-gpt shape) with `lm_loss`. It
   also skips the embedding rows a step does not touch where that is exact (SGD, and
   Adam reset every episode: untouched rows have zero gradient and zero state, so their
-  update is exactly 0); kept Adam updates every row, as `train` does.
+  update is exactly 0); kept Adam updates every row, as `train` does. Evaluation
+  takes the log-sum-exp over blocks of the vocabulary, never writing the full logits.
+  Adam is torch's fused kernel (same update up to rounding, 6× faster on CPU).
 - "vmap": any model and loss, through `torch.func.functional_call` + `vmap` over the
   stacked weights (slower: generic batching rules, no sparse embedding).
 `engine="auto"` picks "neox" when it applies.
@@ -27,7 +33,7 @@ is recorded in each run's meta ("precision") and in the checkpoint fingerprint; 
 never the default.
 
 Resuming: with `checkpoint`, the K runs' weights, optimizer state and losses are
-written atomically after every episode; a call with the same arguments resumes from
+written atomically after every episode (or every `checkpoint_every` seconds); a call with the same arguments resumes from
 it (loaded with `weights_only=True`: no pickle payload is executed) and ends with the
 same arrays as an uninterrupted call. The file is deleted when the runs complete.
 

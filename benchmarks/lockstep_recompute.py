@@ -1,0 +1,86 @@
+"""Recompute saved runs of a preset through lockstep and compare them with the saved ones.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/lockstep_recompute.py 01_phenomenon \\
+        --preset cpu --group pilot --model pythia-14m --k 6
+
+Every run of the chosen groups that is already saved in the results folder is trained
+again with `lockstep.run_cached_many` (groups of up to K compatible configs) into a
+temporary results folder, and its eval_loss is compared with the saved one: the
+largest |Δ eval_loss| and |Δ RS(E−1)| per lockstep group, with the group's protocol.
+Nothing is written to the real results folder.
+
+Differences are rounding (batched products sum in another order), amplified by the
+training dynamics: Adam reset every episode moves every weight by ~lr on its first
+step, whatever the size of its gradient, so at larger learning rates `train` itself
+differs at this level between 1 and 2 threads (see book/performance.md).
+"""
+
+import argparse
+import os
+import tempfile
+import time
+
+import numpy as np
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("chapter")
+    ap.add_argument("--preset", required=True)
+    ap.add_argument("--group", action="append", default=None)
+    ap.add_argument("--model", default=None, help="only configs of this model")
+    ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+
+    import torch
+
+    from anticip_lib import lockstep, metrics, presets, results
+
+    torch.set_num_threads(a.threads)
+    lockstep.tune_cpu_malloc()
+    saved = []
+    for g in presets.groups(a.chapter, a.preset):
+        if a.group and g.name not in a.group:
+            continue
+        for c in g.configs:
+            if a.model and c.model != a.model:
+                continue
+            run = results.find_run(c, g.experiment)
+            if run is not None and not run.meta.get("lockstep"):
+                saved.append((g.experiment, c, run))
+    print(f"{len(saved)} saved runs to recompute in lockstep groups of ≤ {a.k}; "
+          f"{a.threads} thread(s), loadavg {os.getloadavg()[0]:.2f} at start")
+    real = os.environ.get("ANTICIP_RESULTS")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["ANTICIP_RESULTS"] = os.path.join(tmp, "results")
+        os.environ.setdefault("ANTICIP_CACHE", os.path.join(tmp, "cache"))
+        items = [(exp, c, False) for exp, c, _ in saved]
+        groups = lockstep.plan_groups(items, a.k, None, "cpu")
+        by_stem = {results.run_stem(c): run for _, c, run in saved}
+        worst = 0.0
+        for exp, group in groups:
+            t = time.time()
+            runs = lockstep.run_cached_many(group, exp, progress=False, k=a.k)
+            d_loss, d_rs = [], []
+            for c, run in zip(group, runs):
+                ref = by_stem[results.run_stem(c)]
+                d_loss.append(np.abs(run.eval_loss - ref.eval_loss).max())
+                E = c.n_epochs
+                if E >= 2:
+                    rs = [metrics.recovery_score(x, c.n_docs, E - 1, run.order)
+                          for x in (run.eval_loss, ref.eval_loss)]
+                    d_rs.append(abs(rs[0] - rs[1]))
+            c0 = group[0]
+            worst = max(worst, max(d_loss))
+            print(f"{c0.model} {c0.optimizer} {c0.lr:g} ({len(group)} runs, "
+                  f"{time.time() - t:.0f} s): max |Δ eval_loss| {max(d_loss):.1e}, "
+                  f"max |Δ RS({c0.n_epochs - 1})| {max(d_rs) if d_rs else float('nan'):.1e}"
+                  f"   [loadavg {os.getloadavg()[0]:.2f}]", flush=True)
+    if real is None:
+        os.environ.pop("ANTICIP_RESULTS", None)
+    print(f"largest |Δ eval_loss| over all runs: {worst:.1e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1069,30 +1069,60 @@ def verdict_for(diffs: list, cyclic_last: float) -> str:
 def compare_orders(runs_by_order: dict, level: float = 0.95) -> dict:
     """RS per epoch for cyclic and shuffled (paired by seed) and the verdict.
 
-    Verdict rules, fixed before any result was seen: *reproduced* when the interval of
-    RS_cyclic − RS_shuffled at the last epoch lies above 0; *partly reproduced* when
-    it does not but the interval of some earlier epoch n ≥ 2 does; *not reproduced*
-    when the last epoch's interval lies below 0 or the cyclic mean RS there is ≤ 0;
-    otherwise *inconclusive*.
+    `diff` holds, per epoch, the t-interval of RS_cyclic − RS_shuffled over the seeds
+    where both RS values are meaningful (neither flagged by
+    `metrics.recovery_is_degenerate`, chapter 1's rule: less than 0.05 nats of
+    forgetting, or a loss that ends below its post-training value); `diff_all` the same
+    over all seeds. Verdict rules (on `diff`): *reproduced* when the interval at the
+    last epoch lies above 0; *partly reproduced* when it does not but the interval of
+    some earlier epoch n ≥ 2 does; *not reproduced* when the last epoch's interval lies
+    below 0 or the cyclic mean RS there is ≤ 0; *not tested* when fewer than two seeds
+    have a meaningful RS at the last epoch; otherwise *inconclusive*.
     """
     cyc, shu = rs_by_epoch(runs_by_order["cyclic"]), rs_by_epoch(runs_by_order["shuffled"])
-    diffs = [paired_interval(cyc[:, j], shu[:, j], level) for j in range(cyc.shape[1])]
-    last_cyc = cyc[:, -1][np.isfinite(cyc[:, -1])]
+    deg = {o: degenerate_by_epoch(rr) for o, rr in runs_by_order.items()}
+    keep = ~(deg["cyclic"] | deg["shuffled"])
+    diffs_all = [paired_interval(cyc[:, j], shu[:, j], level) for j in range(cyc.shape[1])]
+    diffs = [paired_interval(np.where(keep[:, j], cyc[:, j], np.nan),
+                             np.where(keep[:, j], shu[:, j], np.nan), level)
+             for j in range(cyc.shape[1])]
+    last_cyc = cyc[keep[:, -1], -1]
+    last_cyc = last_cyc[np.isfinite(last_cyc)]
     verdict = verdict_for(diffs, float(last_cyc.mean()) if last_cyc.size else float("nan"))
+    if verdict == "inconclusive" and diffs[-1]["n"] < 2:
+        verdict = "not tested (RS not meaningful: no forgetting to recover from)"
     div = {o: sum(not np.isfinite(r.eval_loss).all() for r in rr)
            for o, rr in runs_by_order.items()}
-    return {"cyclic": cyc, "shuffled": shu, "diff": diffs, "verdict": verdict,
-            "epoch": cyc.shape[1], "diverged": div,
-            "degenerate": {o: degenerate_by_epoch(rr) for o, rr in runs_by_order.items()}}
+    return {"cyclic": cyc, "shuffled": shu, "diff": diffs, "diff_all": diffs_all,
+            "verdict": verdict, "epoch": cyc.shape[1], "diverged": div,
+            "degenerate": deg, "n_seeds": len(cyc)}
+
+
+def weaker_verdict(vis: dict, llm: dict) -> str:
+    """Is the vision effect weaker than the language model's (paper §1)? Compares the
+    last-epoch intervals of RS_cyclic − RS_shuffled (`compare_orders` results):
+    *reproduced* when the vision interval lies wholly below the language model's,
+    *not reproduced* when wholly above, *inconclusive* when they overlap, *not tested*
+    when either has no interval."""
+    v, lm = vis["diff"][-1], llm["diff"][-1]
+    if not all(np.isfinite([v["lo"], v["hi"], lm["lo"], lm["hi"]])):
+        return "not tested (no interval)"
+    if v["hi"] < lm["lo"]:
+        return "reproduced"
+    if v["lo"] > lm["hi"]:
+        return "not reproduced"
+    return "inconclusive"
 
 
 def rs_table(comparisons: dict):
-    """Markdown: per setting and epoch, RS mean ± sd (cyclic, shuffled) and the 95 %
-    interval of the paired difference; `comparisons` maps a label to compare_orders()."""
+    """Markdown: per setting and epoch, RS mean ± sd over all seeds (cyclic, shuffled),
+    the 95 % interval of the paired difference over the seeds with a meaningful RS (the
+    verdict's) and over all seeds, and how many RS values are degenerate."""
     from IPython.display import Markdown
 
-    lines = ["| setting | epoch n | RS cyclic | RS shuffled | cyclic − shuffled [95 % CI] "
-             "| degenerate (cyc/shu) |", "|---|---|---|---|---|---|"]
+    lines = ["| setting | epoch n | RS cyclic | RS shuffled | cyclic − shuffled, meaningful RS "
+             "[95 % CI] | cyclic − shuffled, all seeds | degenerate (cyc/shu) |",
+             "|---|---|---|---|---|---|---|"]
     for label, c in comparisons.items():
         for j, d in enumerate(c["diff"]):
             cells = []
@@ -1103,7 +1133,7 @@ def rs_table(comparisons: dict):
                 cells.append(f"{x.mean():.2f} ± {sd:.2f}" if x.size else "–")
             deg = "/".join(str(int(c["degenerate"][o][:, j].sum())) for o in ("cyclic", "shuffled"))
             lines.append(f"| {label} | {j + 1} | {cells[0]} | {cells[1]} | {_interval(d)} "
-                         f"| {deg} |")
+                         f"| {_interval(c['diff_all'][j])} | {deg} |")
     return Markdown("\n".join(lines))
 
 
@@ -1133,6 +1163,31 @@ def overview(settings: dict, *, unit: str = "batch"):
     return fig
 
 
+def loss_summary(runs_by_order: dict, small: float = 0.01) -> dict:
+    """Plain facts about a setting's losses, over all its runs (both orders):
+    rise = median over runs of max_k,t L[k, t] / L[0, t] (how far any loss climbs above
+    its start); fit = mean share of an episode's own loss removed (`metrics.episode_fit`;
+    episodes that start from a loss of exactly 0, where it is undefined, are skipped);
+    small = share of L[k, t] below `small` nats after the first epoch (memorised);
+    peak_after = the largest L[k, t] after the first epoch."""
+    runs = [r for rr in runs_by_order.values() for r in rr
+            if np.isfinite(r.eval_loss).all()]
+    if not runs:
+        return {"rise": float("nan"), "fit": float("nan"), "small": float("nan"),
+                "peak_after": float("nan"), "start": float("nan")}
+    T = runs[0].eval_loss.shape[1]
+    with np.errstate(divide="ignore", invalid="ignore"):  # a loss of exactly 0 nats
+        fits = [metrics.episode_fit(r.eval_loss, r.order) for r in runs]
+    fits = [f[np.isfinite(f)].mean() for f in fits if np.isfinite(f).any()]
+    return {
+        "rise": float(np.median([metrics.max_relative_rise(r.eval_loss) for r in runs])),
+        "fit": float(np.nanmean(fits)),
+        "small": float(np.mean([(r.eval_loss[T + 1 :] < small).mean() for r in runs])),
+        "peak_after": float(max(r.eval_loss[T + 1 :].max() for r in runs)),
+        "start": float(np.mean([r.eval_loss[0].mean() for r in runs])),
+    }
+
+
 def describe(c: dict, epoch: int | None = None) -> str:
     """'RS(n) cyclic a ± s, shuffled b ± s; difference d [lo, hi] (n seeds)' for the
     last epoch (or `epoch`) of a `compare_orders` result, as Markdown-safe text."""
@@ -1143,13 +1198,17 @@ def describe(c: dict, epoch: int | None = None) -> str:
         x = x[np.isfinite(x)]
         return f"{x.mean():.2f} ± {x.std(ddof=1) if x.size > 1 else 0:.2f}" if x.size else "–"
 
+    dropped = c["n_seeds"] - d["n"]
+    note = f"; {dropped} seed(s) left out, RS not meaningful" if dropped else ""
     return (f"RS({j + 1}) cyclic {ms(cyc)}, shuffled {ms(shu)}; cyclic − shuffled "
-            f"{_interval(d)}")
+            f"{_interval(d)}{note}")
 
 
 def _interval(d: dict) -> str:
+    if d["n"] == 0:
+        return "no seed with a meaningful RS"
     if not np.isfinite(d["lo"]):
-        return f"{d['mean']:+.2f} (no interval: {d['n']} seed(s) with a finite RS)"
+        return f"{d['mean']:+.2f} (one seed only: no interval)"
     return f"{d['mean']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}] (95 % CI, {d['n']} seeds)"
 
 

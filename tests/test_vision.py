@@ -389,3 +389,25 @@ def test_chapter5_rejects_an_unknown_parameter(tmp_path):
         pm.execute_notebook(str(NOTEBOOKS / "05_vision.ipynb"), str(tmp_path / "05.ipynb"),
                             parameters={"preset": "smoke", "n_doc": 3}, cwd=str(NOTEBOOKS),
                             progress_bar=False)
+
+
+def test_no_forgetting_is_not_tested_rather_than_a_verdict():
+    from types import SimpleNamespace
+
+    T, E = 3, 4
+    flat = np.zeros((E * T + 1, T))  # every loss 0: nothing forgotten, RS undefined
+    runs = {o: [SimpleNamespace(eval_loss=flat.copy(), order=orders.make(o, T, E, seed=s))
+                for s in range(3)] for o in ("cyclic", "shuffled")}
+    c = vision.compare_orders(runs)
+    assert c["verdict"].startswith("not tested")
+    assert c["degenerate"]["cyclic"].all() and c["diff"][-1]["n"] == 0
+
+
+@pytest.mark.parametrize("v, lm, want", [
+    (_iv(0.0, 0.1), _iv(0.2, 0.4), "reproduced"),
+    (_iv(0.5, 0.6), _iv(0.2, 0.4), "not reproduced"),
+    (_iv(0.1, 0.3), _iv(0.2, 0.4), "inconclusive"),
+    (_iv(np.nan, np.nan), _iv(0.2, 0.4), "not tested (no interval)"),
+])
+def test_weaker_than_language_models_rule(v, lm, want):
+    assert vision.weaker_verdict({"diff": [v]}, {"diff": [lm]}) == want

@@ -843,7 +843,7 @@ PRESET_VALUES = {  # T, B, M, E, lr, seeds, models, images per preset (notebook 
                   classify_px=32, classifiers=["efficientnet-lite0"],
                   igpt_models=["igpt-here-tiny"], imagenet_folder="", cifar10_root="",
                   classifier_weights={}),
-    "cpu": dict(seeds=[0, 1, 2, 3, 4], control_seeds=[0, 1, 2], n_docs=10, batch_size=2,
+    "cpu": dict(seeds=[0, 1, 2, 3, 4], control_seeds=[0, 1, 2, 3, 4], n_docs=10, batch_size=2,
                 steps_per_doc=10, n_epochs=5, lr_classify=1e-4, lr_igpt=1e-3,
                 classify_px=224, classifiers=["efficientnet-lite0"],
                 igpt_models=["igpt-here-1m"], imagenet_folder="", cifar10_root="",

@@ -181,8 +181,8 @@ def test_papermill_injected_unknown_names_are_caught():
 def test_cpu_plan_lists_the_chapters_runs():
     plan = vision.chapter_plan("cpu")
     cfgs = plan.all_configs()
-    # 5 seeds × 2 orders pre-trained, 3 × 2 random-init controls, for both tasks
-    assert len(cfgs) == 2 * (5 * 2 + 3 * 2)
+    # 5 seeds × 2 orders, pre-trained and random-init controls, for both tasks
+    assert len(cfgs) == 2 * (5 * 2 + 5 * 2)
     assert {(c.task, c.optimizer, c.lr) for c in cfgs} == {("igpt", "adam", 1e-3),
                                                            ("classify", "adam_reset", 1e-4)}
     assert len({c.key() for c in cfgs}) == len(cfgs)
@@ -371,7 +371,7 @@ def test_chapter5_smoke_under_a_minute(tmp_path):
     t0, c0 = time.perf_counter(), cpu_s()
     nb = pm.execute_notebook(str(NOTEBOOKS / "05_vision.ipynb"), str(tmp_path / "05.ipynb"),
                              parameters={"preset": "smoke"}, cwd=str(NOTEBOOKS),
-                             progress_bar=False)
+                             progress_bar=False, execution_timeout=120)
     # under a minute on an idle 2-core machine; CPU time is what a busy machine can't blur
     assert cpu_s() - c0 < 60
     assert time.perf_counter() - t0 < 300  # a hang guard only
@@ -388,7 +388,7 @@ def test_chapter5_rejects_an_unknown_parameter(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match="unknown parameter.*n_doc"):
         pm.execute_notebook(str(NOTEBOOKS / "05_vision.ipynb"), str(tmp_path / "05.ipynb"),
                             parameters={"preset": "smoke", "n_doc": 3}, cwd=str(NOTEBOOKS),
-                            progress_bar=False)
+                            progress_bar=False, execution_timeout=120)
 
 
 def test_no_forgetting_is_not_tested_rather_than_a_verdict():

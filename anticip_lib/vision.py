@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import metrics, orders, paths, trainer
+from . import metrics, orders, paths, stats, trainer
 
 VISION_RESULTS_VERSION = 1  # bump when the meaning of a saved vision run changes
 TASKS = ("classify", "igpt")
@@ -1000,39 +1000,6 @@ def chapter_plan(preset: str = "cpu", history=None, **params) -> Plan:
 # ---- statistics and display ------------------------------------------------------------
 
 
-def t_quantile(p: float, df: int) -> float:
-    """Quantile of Student's t with df degrees of freedom (numerical, no scipy)."""
-    if df < 1:
-        raise ValueError(f"df must be >= 1, got {df}")
-    c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-
-    def cdf(t):  # 0.5 + ∫_0^t density, Simpson's rule on 2,000 panels
-        x = np.linspace(0.0, t, 2001)
-        f = np.exp(c - (df + 1) / 2 * np.log1p(x * x / df))
-        return 0.5 + (x[1] - x[0]) / 3 * (f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum())
-
-    lo, hi = 0.0, 1.0
-    while cdf(hi) < p:
-        hi *= 2
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
-    return (lo + hi) / 2
-
-
-def paired_interval(a, b, level: float = 0.95) -> dict:
-    """Mean of a − b over pairs with a t-interval; pairs with a NaN are dropped (counted)."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    ok = np.isfinite(a) & np.isfinite(b)
-    d = a[ok] - b[ok]
-    out = {"mean": float(d.mean()) if d.size else float("nan"), "n": int(d.size),
-           "dropped": int((~ok).sum()), "lo": float("nan"), "hi": float("nan")}
-    if d.size >= 2:
-        half = t_quantile(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
-        out["lo"], out["hi"] = out["mean"] - half, out["mean"] + half
-    return out
-
-
 def rs_by_epoch(runs) -> np.ndarray:
     """(seeds, E−1) recovery scores RS(1..E−1) of a list of runs."""
     return np.array([[metrics.recovery_score(r.eval_loss, r.eval_loss.shape[1], n, r.order)
@@ -1051,89 +1018,60 @@ def degenerate_by_epoch(runs) -> np.ndarray:
     return np.array(out, dtype=bool)
 
 
-def verdict_for(diffs: list, cyclic_last: float) -> str:
-    """The verdict from per-epoch intervals of RS_cyclic − RS_shuffled (epochs 1..E−1)
-    and the mean cyclic RS at the last epoch (rules in `compare_orders`)."""
-    last = diffs[-1]
-    if not (np.isfinite(last["lo"]) and np.isfinite(last["hi"])):
-        return "inconclusive"  # fewer than two seeds with a finite RS: no interval
-    if last["lo"] > 0:
-        return "reproduced"
-    if any(d["lo"] > 0 for d in diffs[1:-1]):  # epochs n = 2 .. E−2
-        return "partly reproduced"
-    if last["hi"] < 0 or not cyclic_last > 0:
-        return "not reproduced"
-    return "inconclusive"
+NOT_TESTED = "not tested (no forgetting to recover from)"
 
 
-def compare_orders(runs_by_order: dict, level: float = 0.95) -> dict:
-    """RS per epoch for cyclic and shuffled (paired by seed) and the verdict.
+def compare_orders(runs_by_order: dict) -> dict:
+    """RS(n) per epoch for cyclic and shuffled runs (paired by seed: same order in both
+    lists), the t-interval of RS_cyclic − RS_shuffled per epoch, and the verdict.
 
-    `diff` holds, per epoch, the t-interval of RS_cyclic − RS_shuffled over the seeds
-    where both RS values are meaningful (neither flagged by
-    `metrics.recovery_is_degenerate`, chapter 1's rule: less than 0.05 nats of
-    forgetting, or a loss that ends below its post-training value); `diff_all` the same
-    over all seeds. Verdict rules (on `diff`): *reproduced* when the interval at the
-    last epoch lies above 0; *partly reproduced* when it does not but the interval of
-    some earlier epoch n ≥ 2 does; *not reproduced* when the last epoch's interval lies
-    below 0 or the cyclic mean RS there is ≤ 0; *not tested* when fewer than two seeds
-    have a meaningful RS at the last epoch; otherwise *inconclusive*.
+    The verdict is the book's rule (`stats.verdict`, as chapter 1) on the last epoch's
+    interval over all seeds, with one addition: *not tested* when every cyclic run's
+    RS at that epoch is degenerate (`metrics.recovery_is_degenerate`: less than 0.05
+    nats forgotten, or a loss ending below its post-training value), i.e. there was
+    nothing to recover from.
     """
     cyc, shu = rs_by_epoch(runs_by_order["cyclic"]), rs_by_epoch(runs_by_order["shuffled"])
     deg = {o: degenerate_by_epoch(rr) for o, rr in runs_by_order.items()}
-    keep = ~(deg["cyclic"] | deg["shuffled"])
-    diffs_all = [paired_interval(cyc[:, j], shu[:, j], level) for j in range(cyc.shape[1])]
-    diffs = [paired_interval(np.where(keep[:, j], cyc[:, j], np.nan),
-                             np.where(keep[:, j], shu[:, j], np.nan), level)
-             for j in range(cyc.shape[1])]
-    last_cyc = cyc[keep[:, -1], -1]
-    last_cyc = last_cyc[np.isfinite(last_cyc)]
-    verdict = verdict_for(diffs, float(last_cyc.mean()) if last_cyc.size else float("nan"))
-    if verdict == "inconclusive" and diffs[-1]["n"] < 2:
-        verdict = "not tested (RS not meaningful: no forgetting to recover from)"
+    diffs = [stats.paired_interval(cyc[:, j], shu[:, j]) for j in range(cyc.shape[1])]
+    verdict = NOT_TESTED if deg["cyclic"][:, -1].all() else stats.verdict(diffs[-1])
     div = {o: sum(not np.isfinite(r.eval_loss).all() for r in rr)
            for o, rr in runs_by_order.items()}
-    return {"cyclic": cyc, "shuffled": shu, "diff": diffs, "diff_all": diffs_all,
-            "verdict": verdict, "epoch": cyc.shape[1], "diverged": div,
-            "degenerate": deg, "n_seeds": len(cyc)}
+    return {"cyclic": cyc, "shuffled": shu, "diff": diffs, "verdict": verdict,
+            "epoch": cyc.shape[1], "diverged": div, "degenerate": deg,
+            "n_seeds": len(cyc)}
 
 
 def weaker_verdict(vis: dict, llm: dict) -> str:
     """Is the vision effect weaker than the language model's (paper §1)? Compares the
     last-epoch intervals of RS_cyclic − RS_shuffled (`compare_orders` results):
     *reproduced* when the vision interval lies wholly below the language model's,
-    *not reproduced* when wholly above, *inconclusive* when they overlap, *not tested*
-    when either has no interval."""
+    *not reproduced* when wholly above, *inconclusive* when they overlap or either has
+    fewer than `stats.MIN_SEEDS` seeds."""
     v, lm = vis["diff"][-1], llm["diff"][-1]
-    if not all(np.isfinite([v["lo"], v["hi"], lm["lo"], lm["hi"]])):
-        return "not tested (no interval)"
-    if v["hi"] < lm["lo"]:
+    if min(v.n, lm.n) < stats.MIN_SEEDS:
+        return "inconclusive"
+    if v.hi < lm.lo:
         return "reproduced"
-    if v["lo"] > lm["hi"]:
+    if v.lo > lm.hi:
         return "not reproduced"
     return "inconclusive"
 
 
 def rs_table(comparisons: dict):
-    """Markdown: per setting and epoch, RS mean ± sd over all seeds (cyclic, shuffled),
-    the 95 % interval of the paired difference over the seeds with a meaningful RS (the
-    verdict's) and over all seeds, and how many RS values are degenerate."""
+    """Markdown: per setting and epoch, RS (mean [95 % CI]) under both orders, the
+    paired contrast cyclic − shuffled with its verdict, and the degenerate counts."""
     from IPython.display import Markdown
 
-    lines = ["| setting | epoch n | RS cyclic | RS shuffled | cyclic − shuffled, meaningful RS "
-             "[95 % CI] | cyclic − shuffled, all seeds | degenerate (cyc/shu) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| setting | epoch n | RS cyclic | RS shuffled | cyclic − shuffled | verdict "
+             "| degenerate (cyc/shu) |", "|---|---|---|---|---|---|---|"]
     for label, c in comparisons.items():
         for j, d in enumerate(c["diff"]):
-            cells = []
-            for o in ("cyclic", "shuffled"):
-                x = c[o][:, j]
-                x = x[np.isfinite(x)]
-                sd = x.std(ddof=1) if x.size > 1 else 0.0
-                cells.append(f"{x.mean():.2f} ± {sd:.2f}" if x.size else "–")
-            deg = "/".join(str(int(c["degenerate"][o][:, j].sum())) for o in ("cyclic", "shuffled"))
-            lines.append(f"| {label} | {j + 1} | {cells[0]} | {cells[1]} | {_interval(d)} "
-                         f"| {_interval(c['diff_all'][j])} | {deg} |")
+            cells = [stats.t_interval(c[o][:, j]).text() for o in ("cyclic", "shuffled")]
+            deg = "/".join(str(int(c["degenerate"][o][:, j].sum()))
+                           for o in ("cyclic", "shuffled"))
+            lines.append(f"| {label} | {j + 1} | {cells[0]} | {cells[1]} | {d.text()} "
+                         f"| {stats.verdict(d)} | {deg} |")
     return Markdown("\n".join(lines))
 
 
@@ -1189,27 +1127,45 @@ def loss_summary(runs_by_order: dict, small: float = 0.01) -> dict:
 
 
 def describe(c: dict, epoch: int | None = None) -> str:
-    """'RS(n) cyclic a ± s, shuffled b ± s; difference d [lo, hi] (n seeds)' for the
-    last epoch (or `epoch`) of a `compare_orders` result, as Markdown-safe text."""
+    """'RS(n) cyclic …, shuffled …; cyclic − shuffled m [lo, hi], n = k' for the last
+    epoch (or `epoch`) of a `compare_orders` result; each a mean [95 % CI] over seeds."""
     j = (epoch or c["epoch"]) - 1
-    cyc, shu, d = c["cyclic"][:, j], c["shuffled"][:, j], c["diff"][j]
-
-    def ms(x):
-        x = x[np.isfinite(x)]
-        return f"{x.mean():.2f} ± {x.std(ddof=1) if x.size > 1 else 0:.2f}" if x.size else "–"
-
-    dropped = c["n_seeds"] - d["n"]
-    note = f"; {dropped} seed(s) left out, RS not meaningful" if dropped else ""
-    return (f"RS({j + 1}) cyclic {ms(cyc)}, shuffled {ms(shu)}; cyclic − shuffled "
-            f"{_interval(d)}{note}")
+    cyc, shu = (stats.t_interval(c[o][:, j]).text() for o in ("cyclic", "shuffled"))
+    return f"RS({j + 1}) cyclic {cyc}; shuffled {shu}; cyclic − shuffled {c['diff'][j].text()}"
 
 
-def _interval(d: dict) -> str:
-    if d["n"] == 0:
-        return "no seed with a meaningful RS"
-    if not np.isfinite(d["lo"]):
-        return f"{d['mean']:+.2f} (one seed only: no interval)"
-    return f"{d['mean']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}] (95 % CI, {d['n']} seeds)"
+def scorecard_items(experiment: str = "05_vision") -> list[dict]:
+    """Rows for the scorecard (Fig. 7a, 7b) from the committed cpu runs: the pre-trained
+    stand-ins' RS(E−1) contrast, cyclic − shuffled, with the chapter's verdict."""
+    plan = chapter_plan("cpu")
+    where = "{doc}`ch. 5 <../notebooks/05_vision>`"
+    specs = [("Fig. 7(a)", "Image GPT-small/medium recover (causal image modelling, "
+              "CIFAR-10); figure-only", "igpt", plan.igpt_models[0], plan.igpt,
+              "stand-in for Image GPT; 10 of foolbox's CIFAR-10 photos"),
+             ("Fig. 7(b)", "VGG-19 and ViT recover (ImageNet classification, 25 batches "
+              "of 32); figure-only", "classify", plan.classifiers[0], plan.classify,
+              "stand-in for VGG-19 / ViT; foolbox's 20 ImageNet photos")]
+    rows = []
+    for item, paper, task, model, base, what in specs:
+        runs = {o: [load_run(c, experiment) for c in plan.configs(task, model, "pretrained", o)]
+                for o in ORDERS}
+        missing = sum(r is None for rr in runs.values() for r in rr)
+        if missing:
+            rows.append(dict(item=item, paper=paper, verdict="not yet computed",
+                             measured=f"{missing} runs missing", where=where))
+            continue
+        c = compare_orders(runs)
+        label = runs["cyclic"][0].meta.get("model_label", model)
+        unit = f"batches of {base.batch_size}" if task == "classify" else "images"
+        px = (f"{base.image_size} px" if task == "classify"
+              else f"{base.image_size}×{base.image_size} px")
+        shape = (f"{what}; T = {base.n_docs} {unit} at {px}, M = "
+                 f"{base.steps_per_doc}, E = {base.n_epochs}, {base.optimizer} {base.lr:g}; "
+                 f"{len(plan.seeds)} seeds per order")
+        rows.append(dict(item=item, paper=paper, verdict=c["verdict"],
+                         measured=f"RS({c['epoch']}) cyclic − shuffled: {c['diff'][-1].text()}",
+                         scale=f"{label}; {shape}", where=where))
+    return rows
 
 
 def explore_batch_curves(runs_by_setting: dict, *, unit: str = "batch"):

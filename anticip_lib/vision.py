@@ -1171,10 +1171,9 @@ def scorecard_items(experiment: str = "05_vision") -> list[dict]:
 def explore_batch_curves(runs_by_setting: dict, *, unit: str = "batch"):
     """Widget: pick a setting, a batch (image) and an epoch window; redraw its curve."""
     import ipywidgets as W
-    import matplotlib.pyplot as plt
     from IPython.display import display
 
-    from . import plots
+    from . import plots, widgets
 
     settings = list(runs_by_setting)
     first = next(iter(runs_by_setting[settings[0]].values()))[0]
@@ -1183,22 +1182,20 @@ def explore_batch_curves(runs_by_setting: dict, *, unit: str = "batch"):
     which = W.Dropdown(options=settings, value=settings[0], description="setting")
     doc = W.IntSlider(value=1, min=1, max=n_docs, description=unit)
     epochs = W.IntRangeSlider(value=(1, n_epochs), min=1, max=n_epochs, description="epochs")
-    out = W.Output()
+    live = widgets.LiveFigure()  # no Output widget: see anticip_lib.widgets
 
     def redraw(*_):
-        with out:
-            out.clear_output(wait=True)
-            fig = plots.doc_curve(runs_by_setting[which.value], doc=doc.value - 1)
-            lo, hi = epochs.value
-            fig.axes[0].set_xlim((lo - 1) * n_docs - 0.5, hi * n_docs + 0.5)
-            fig.axes[0].set_ylabel(f"loss on {unit} {doc.value}")
-            plt.show()
+        fig = plots.doc_curve(runs_by_setting[which.value], doc=doc.value - 1)
+        lo, hi = epochs.value
+        fig.axes[0].set_xlim((lo - 1) * n_docs - 0.5, hi * n_docs + 0.5)
+        fig.axes[0].set_ylabel(f"loss on {unit} {doc.value}")
+        live.show(fig)
 
     for w in (which, doc, epochs):
         w.observe(redraw, "value")
-    redraw()
-    box = W.VBox([W.HBox([which, doc, epochs]), out])
+    box = W.VBox([W.HBox([which, doc, epochs])])
     display(box)
+    redraw()
     return box
 
 

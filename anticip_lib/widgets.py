@@ -1,7 +1,10 @@
 """Widgets for a live kernel (STYLE §18): sliders over cached runs, redrawn on change.
 
-The static book shows each widget's initial state; every widget also executes under
-papermill in the tests so it cannot rot.
+The static book shows each widget's controls and its first figure; every widget also
+executes under papermill in the tests so it cannot rot. Figures are plain outputs
+replaced in place through a display handle (`LiveFigure`), never captured into an
+`Output` widget: capturing output into a widget while a notebook is executed can
+deadlock the executor (jupyter/nbclient#312), which stalled book builds here.
 """
 
 import ipywidgets as W
@@ -11,6 +14,20 @@ from IPython.display import display
 from . import plots, toy_plots
 
 
+class LiveFigure:
+    """A figure shown once below the controls and replaced in place on every redraw."""
+
+    def __init__(self):
+        self._handle = None
+
+    def show(self, fig) -> None:
+        if self._handle is None:
+            self._handle = display(fig, display_id=True)  # None outside IPython
+        else:
+            self._handle.update(fig)
+        plt.close(fig)
+
+
 def explore_doc_curves(runs_by_label: dict):
     """Pick a document and an epoch window; redraw its loss curve (Fig. 1a style)."""
     first = next(iter(runs_by_label.values()))[0]
@@ -18,21 +35,19 @@ def explore_doc_curves(runs_by_label: dict):
     n_epochs = (n_rows - 1) // n_docs
     doc = W.IntSlider(value=1, min=1, max=n_docs, description="document")
     epochs = W.IntRangeSlider(value=(1, n_epochs), min=1, max=n_epochs, description="epochs")
-    out = W.Output()
+    live = LiveFigure()
 
     def redraw(*_):
-        with out:
-            out.clear_output(wait=True)
-            fig = plots.doc_curve(runs_by_label, doc=doc.value - 1)
-            lo, hi = epochs.value
-            fig.axes[0].set_xlim((lo - 1) * n_docs - 0.5, hi * n_docs + 0.5)
-            plt.show()
+        fig = plots.doc_curve(runs_by_label, doc=doc.value - 1)
+        lo, hi = epochs.value
+        fig.axes[0].set_xlim((lo - 1) * n_docs - 0.5, hi * n_docs + 0.5)
+        live.show(fig)
 
     doc.observe(redraw, "value")
     epochs.observe(redraw, "value")
-    redraw()
-    box = W.VBox([W.HBox([doc, epochs]), out])
+    box = W.VBox([W.HBox([doc, epochs])])
     display(box)
+    redraw()
     return box
 
 
@@ -65,7 +80,7 @@ def toy_explorer(n_tasks=25, dim_in=100, dim_embed=100, lr=0.01, n_epochs=50,
     for w in c.values():
         if hasattr(w, "continuous_update"):
             w.continuous_update = False
-    note, out = W.HTML(), W.Output()
+    note, live = W.HTML(), LiveFigure()
 
     def redraw(*_):
         kw = {k: w.value for k, w in c.items()}
@@ -76,16 +91,14 @@ def toy_explorer(n_tasks=25, dim_in=100, dim_embed=100, lr=0.01, n_epochs=50,
             f"α‖x‖² ≈ {beta:.2f}; critical α ≈ {crit:.2g} (α‖x‖² = T/(T−1))"
             + ("; <b>diverged</b>" if r.diverged else "")
         )
-        with out:
-            out.clear_output(wait=True)
-            toy_plots.summary(r)
-            plt.show()
+        toy_plots.summary(r)
+        live.show(plt.gcf())
 
     for w in c.values():
         w.observe(redraw, "value")
-    redraw()
     pairs = [("n_tasks", "n_epochs"), ("dim_in", "dim_embed"), ("lr", "seed")]
     rows = [W.HBox([c[a], c[b]]) for a, b in pairs] + [c["variant"], c["order"]]
-    box = W.VBox(rows + [note, out])
+    box = W.VBox(rows + [note])
     display(box)
+    redraw()
     return box

@@ -440,6 +440,7 @@ def train_many(
     eval_batch: int | None = None,
     on_episode_end=None,
     checkpoint_every: float = 0.0,
+    keep_checkpoint: bool = False,
 ) -> list[Run]:
     """Train K runs in lockstep; `[Run]` equal to `trainer.train` run by run.
 
@@ -459,6 +460,8 @@ def train_many(
     checkpoint_every: seconds; write the checkpoint only after an episode that ends at
     least this long after the last write (0: every episode, as `train`). A paper-size
     model on a GPU trains an episode in less time than it takes to write its weights.
+    keep_checkpoint: leave the final checkpoint for the caller to delete once the
+    results are saved (a kill before that then resumes without training).
     """
     orders = _check_args(models, inputs, labels, orders, attention_mask, steps_per_doc,
                          optimizer, lr_schedule, precision, engine)
@@ -622,7 +625,7 @@ def train_many(
         bar.update(1)
     bar.close()
     wall = time.perf_counter() - t0
-    if ckpt is not None and ckpt.exists():
+    if ckpt is not None and ckpt.exists() and not keep_checkpoint:
         ckpt.unlink()
     with torch.no_grad():  # the models hold their final weights, as after `train`
         for r, mdl in enumerate(models):
@@ -640,17 +643,13 @@ def train_many(
 # ---- RunConfigs: build, group, train, cache --------------------------------------------
 
 
-def prepare(config):
-    """(model, documents, order) of a RunConfig, built exactly as `trainer.train_run`."""
+def prepare(config, device="cpu"):
+    """(model, documents, order) of a RunConfig, built exactly as `trainer.train_run`
+    (after the same checks, `trainer.check_run`)."""
     from . import data, models, orders
+    from .trainer import check_run
 
-    config.validate()
-    data.check_corpus(config.corpus)
-    max_c = models.max_context(config.model)
-    if config.context_len > max_c:
-        raise ValueError(
-            f"context_len={config.context_len} exceeds the maximum context of "
-            f"model {config.model!r} ({max_c} tokens)")
+    check_run(config, device)
     order = orders.make(config.order, config.n_docs, config.n_epochs,
                         seed=config.seed, n_shuffled=config.n_shuffled)
     model, tokenizer = models.load_model(
@@ -673,7 +672,8 @@ def group_key(config) -> str:
 
 
 def train_configs(configs, device="cpu", *, checkpoint=None, progress=True,
-                  precision="fp32", checkpoint_every: float = 0.0) -> list[Run]:
+                  precision="fp32", checkpoint_every: float = 0.0,
+                  keep_checkpoint: bool = False) -> list[Run]:
     """`trainer.train_run` for compatible configs, in one `train_many` call."""
     from . import models as models_mod
 
@@ -682,7 +682,9 @@ def train_configs(configs, device="cpu", *, checkpoint=None, progress=True,
     if len(keys) != 1:
         raise ValueError("configs must differ only in seed, order and n_shuffled to "
                          "train in lockstep")
-    built = [prepare(c) for c in configs]
+    for c in configs:  # every config checked before any weights load
+        prepare_check(c, device)
+    built = [prepare(c, device) for c in configs]
     c0 = configs[0]
     runs = train_many(
         [m for m, _, _ in built],
@@ -693,7 +695,7 @@ def train_configs(configs, device="cpu", *, checkpoint=None, progress=True,
         lr_schedule=c0.lr_schedule,
         attention_mask=torch.stack([d.attention_mask for _, d, _ in built]),
         checkpoint=checkpoint, device=device, progress=progress, precision=precision,
-        checkpoint_every=checkpoint_every)
+        checkpoint_every=checkpoint_every, keep_checkpoint=keep_checkpoint)
     for run, c, (model, docs, _) in zip(runs, configs, built):
         run.config = c
         run.meta.update(
@@ -808,17 +810,71 @@ def run_cached_many(configs, experiment: str, device="cpu", *, k: int = 16,
     configs = [c.validate() for c in configs]
     items = [(experiment, c, results.load_run(c, experiment) is not None) for c in configs]
     for exp, group in plan_groups(items, k, budget, device):
-        ckpt = _checkpoint_path(exp, group)
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        for run in train_configs(group, device, checkpoint=ckpt, progress=progress):
+        _compute_group(exp, group, device, progress=progress)
+    # a run another process was computing: run_cached waits for it, then loads it
+    return [results.load_run(c, experiment) or results.run_cached(c, experiment, device)
+            for c in configs]
+
+
+def _try_lock(stack, path: Path) -> bool:
+    """Take `results.run_cached`'s lock on one run without waiting (POSIX flock);
+    False when another process holds it. Released when `stack` closes."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock, as run_cached
+        return True
+    f = stack.enter_context(open(path, "a+"))
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    stack.callback(fcntl.flock, f, fcntl.LOCK_UN)
+    return True
+
+
+def _compute_group(exp, group, device="cpu", *, progress=True,
+                   checkpoint_every=0.0) -> list:
+    """Train one group in lockstep and save each run as `run_cached` would; returns
+    the configs computed here. Each run's `run_cached` lock is held meanwhile: a run
+    locked by another process, or saved meanwhile, is left out of the group. The
+    group's checkpoint is deleted only once every run is saved and loads back."""
+    import contextlib
+    import warnings
+
+    from . import results
+    from .trainer import ensure_writable
+
+    for c in group:  # before any folder is made or any weights load
+        prepare_check(c, device)
+    ensure_writable(results.results_dir() / exp, "results folder",
+                    "Set ANTICIP_RESULTS to a writable folder.")
+    ckpt_dir = ensure_writable(results.cache_dir() / "checkpoints" / exp,
+                               "checkpoint folder", "Set ANTICIP_CACHE to a writable "
+                               "folder.")
+    with contextlib.ExitStack() as stack:
+        mine = [c for c in group
+                if _try_lock(stack, ckpt_dir / f"{results.run_stem(c)}.lock")
+                and results.find_run(c, exp) is None]
+        if not mine:
+            return []
+        ckpt = _checkpoint_path(exp, mine)
+        runs = train_configs(mine, device, checkpoint=ckpt, progress=progress,
+                             checkpoint_every=checkpoint_every, keep_checkpoint=True)
+        for run in runs:
             results.save_run(run, exp)
-    out = []
-    for c in configs:
-        run = results.load_run(c, experiment)
-        if run is None:
-            raise RuntimeError(f"{results.run_stem(c)}: saved but does not load back")
-        out.append(run)
-    return out
+        if all(results.load_run(c, exp) is not None for c in mine):
+            ckpt.unlink(missing_ok=True)
+        else:  # the load warned why; the next call re-saves without training
+            warnings.warn(f"lockstep group {ckpt.name}: saved runs fail their checks; "
+                          "the checkpoint is kept")
+    return mine
+
+
+def prepare_check(config, device="cpu"):
+    """`trainer.check_run`: everything checkable before weights load."""
+    from .trainer import check_run
+
+    return check_run(config, device)
 
 
 def run_lockstep(items, *, k: int, device="cpu", threads=1, budget=None, log=print):
@@ -845,13 +901,8 @@ def run_lockstep(items, *, k: int, device="cpu", threads=1, budget=None, log=pri
             f"{left - len(group)} left{eta}] {exp}: "
             + ", ".join(results.run_stem(c) for c in group))
         try:
-            ckpt = _checkpoint_path(exp, group)
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            runs = train_configs(group, device, checkpoint=ckpt,
-                                 progress=sys.stderr.isatty(),
-                                 checkpoint_every=0.0 if on_cpu else 60.0)
-            for run in runs:
-                results.save_run(run, exp)
+            _compute_group(exp, group, device, progress=sys.stderr.isatty(),
+                           checkpoint_every=0.0 if on_cpu else 60.0)
         except KeyboardInterrupt:
             log("interrupted: finished runs are saved; run the same command to resume")
             raise

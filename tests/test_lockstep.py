@@ -334,3 +334,55 @@ def test_groups_only_compatible_configs():
     # a memory budget caps the group size
     tight = lockstep.bytes_per_run(base, 2 * 257 * 64 + 12 * 2 * 64 * 64, 257, 64, 2) * 2
     assert [len(g) for _, g in lockstep.plan_groups(items[:6], k=4, budget=tight)] == [2] * 3
+
+
+def _smoke_configs():
+    from anticip_lib import presets
+
+    (g,) = presets.groups("01_phenomenon", "smoke")
+    return g.experiment, list(g.configs)
+
+
+def test_group_leaves_out_a_run_another_process_is_computing(tmp_path, monkeypatch):
+    """A run whose `run_cached` lock is held elsewhere is not trained in the group."""
+    import fcntl
+
+    from anticip_lib import results
+
+    monkeypatch.setenv("ANTICIP_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("ANTICIP_CACHE", str(tmp_path / "cache"))
+    exp, cfgs = _smoke_configs()
+    lock = tmp_path / "cache" / "checkpoints" / exp / f"{results.run_stem(cfgs[1])}.lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "a+") as f:  # another open file: flock conflicts as across processes
+        fcntl.flock(f, fcntl.LOCK_EX)
+        done = lockstep._compute_group(exp, cfgs, progress=False)
+    assert done == [cfgs[0]] + cfgs[2:]
+    assert results.find_run(cfgs[1], exp) is None
+    assert all(results.find_run(c, exp).meta["lockstep"] == 3 for c in done)
+
+
+def test_killed_after_training_resaves_without_training(tmp_path, monkeypatch):
+    """The group's checkpoint outlives a kill between training and saving, so the next
+    call saves the runs from it (resumed at the last episode) instead of retraining."""
+    from anticip_lib import results
+
+    monkeypatch.setenv("ANTICIP_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("ANTICIP_CACHE", str(tmp_path / "cache"))
+    exp, cfgs = _smoke_configs()
+    cfgs = cfgs[:2]
+
+    def killed(run, experiment, record=None):
+        raise _Killed
+
+    with monkeypatch.context() as m:
+        m.setattr(results, "save_run", killed)
+        with pytest.raises(_Killed):
+            lockstep._compute_group(exp, cfgs, progress=False)
+    ckpt = lockstep._checkpoint_path(exp, cfgs)
+    assert ckpt.exists()
+    lockstep._compute_group(exp, cfgs, progress=False)
+    n_episodes = cfgs[0].n_docs * cfgs[0].n_epochs
+    for c in cfgs:
+        assert results.find_run(c, exp).meta["resumed_at"] == n_episodes
+    assert not ckpt.exists()

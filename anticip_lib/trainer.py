@@ -541,3 +541,10 @@ def train_run(config, device="cpu", *, checkpoint=None, progress=True, on_episod
         n_params=sum(p.numel() for p in model.parameters()),
     )
     return run
+
+
+def train_many(*args, **kwargs):
+    """K runs of one shape trained in lockstep; see `anticip_lib.lockstep.train_many`."""
+    from .lockstep import train_many as lockstep_train_many
+
+    return lockstep_train_many(*args, **kwargs)

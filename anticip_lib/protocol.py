@@ -45,24 +45,22 @@ class Verdict:
                 and self.affordable)
 
     def as_row(self) -> dict:
-        yes = {True: "yes", False: "no"}
-        unstable = self.smallest_unstable_lr
+        """A compact table row: the pilot's numbers and which rules fail."""
+        model = self.model + ("" if self.init == "pretrained" else f" ({self.init} init)")
+        row = {"model": model, "optimizer": self.optimizer, "lr": f"{self.lr:g}"}
         if self.incomplete:
-            model = self.model + ("" if self.init == "pretrained" else f" ({self.init} init)")
-            return {"model": model, "optimizer": self.optimizer, "lr": f"{self.lr:g}",
-                    "runs": f"pilot incomplete: {self.incomplete}", "unstable runs": "—",
-                    "max rise": "—", "mean fit": "—", "min / run": "—", "stable": "—",
-                    "margin": "—", "fit ≥ rule": "—", "affordable": "—"}
-        return {
-            "model": self.model + ("" if self.init == "pretrained" else f" ({self.init} init)"),
-            "optimizer": self.optimizer, "lr": f"{self.lr:g}", "runs": self.n_runs,
-            "unstable runs": self.n_unstable, "max rise": f"{self.max_rise:.2f}",
-            "mean fit": f"{self.fit:.2f}", "min / run": f"{self.minutes_per_run:.1f}",
-            "stable": yes[self.stable],
-            "margin": yes[self.margin] + ("" if unstable is None
-                                          else f" (unstable at {unstable:g})"),
-            "fit ≥ rule": yes[self.fits], "affordable": yes[self.affordable],
-        }
+            return {**row, "runs (unstable)": f"pilot incomplete: {self.incomplete}",
+                    "max rise": "—", "mean fit": "—", "min / run": "—",
+                    "rules failed": "— (not judged)"}
+        failed = [name for name, ok in (("stable", self.stable), ("margin", self.margin),
+                                        ("fit", self.fits), ("cost", self.affordable))
+                  if not ok]
+        if not self.margin and self.smallest_unstable_lr is not None:
+            failed[failed.index("margin")] = f"margin (unstable at {self.smallest_unstable_lr:g})"
+        return {**row, "runs (unstable)": f"{self.n_runs} ({self.n_unstable})",
+                "max rise": f"{self.max_rise:.2f}", "mean fit": f"{self.fit:.2f}",
+                "min / run": f"{self.minutes_per_run:.1f}",
+                "rules failed": ", ".join(failed) or "none: passes"}
 
 
 def run_is_stable(run, max_rise: float) -> bool:

@@ -84,6 +84,9 @@ def test_judge_applies_each_rule():
     assert v[6e-3].stable and not v[6e-3].margin  # 6e-3 > 0.5 * 1e-2
     assert v[1e-3].passes and v[1e-3].smallest_unstable_lr == 1e-2
     assert v[1e-4].stable and not v[1e-4].fits
+    assert v[1e-4].as_row()["rules failed"] == "fit"
+    assert v[6e-3].as_row()["rules failed"] == "margin (unstable at 0.01)"
+    assert v[1e-3].as_row()["rules failed"] == "none: passes"
     # cost: 10 runs x 1 min + 0 spent <= 240; with 1000 runs it is not affordable
     expensive = protocol.judge(_pilot(1e-3), **RULES, runs_in_preset=1000)[0]
     assert not expensive.affordable
@@ -114,7 +117,7 @@ def test_candidate_with_missing_pilot_runs_is_incomplete():
     vs = protocol.judge(done, **RULES, expected=[r.config for r in done] + missing)
     v = {x.model: x for x in vs}
     assert v["pythia-70m"].incomplete == "0 of 2 runs" and not v["pythia-70m"].passes
-    assert "pilot incomplete" in v["pythia-70m"].as_row()["runs"]
+    assert "pilot incomplete" in v["pythia-70m"].as_row()["runs (unstable)"]
     assert v["pythia-14m"].passes
 
 

@@ -105,6 +105,9 @@ def run_local(items, *, device="cpu", threads=1, log=print) -> list[tuple]:
     from . import results
 
     torch.set_num_threads(threads)
+    if device == "cpu":  # reuse freed logits memory between steps: speed only, same numbers
+        from .lockstep import tune_cpu_malloc
+        tune_cpu_malloc()
     missing = [(e, c) for e, c, done in items if not done]
     failed, t0 = [], time.time()
     for i, (exp, cfg) in enumerate(missing):

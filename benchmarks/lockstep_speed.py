@@ -49,20 +49,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # ---- children ----------------------------------------------------------------------
 
 
-def _build(name, vocab, seed):
-    import torch
-    from transformers import GPTNeoXForCausalLM
-
-    from anticip_lib import models
-
-    spec = models.MODELS[name]
-    cfg = models.pythia_config(name, vocab_size=vocab)
-    torch.manual_seed(seed)
-    model = GPTNeoXForCausalLM(cfg)
-    models.init_pythia_(model, spec.d_model, spec.n_layers)
-    return model
-
-
 def _docs(K, T, C, vocab, seed=0):
     import torch
 
@@ -81,7 +67,7 @@ def _orders(K, T, E):
 def child(spec: dict, out: str) -> dict:
     import torch
 
-    from anticip_lib import lockstep, trainer
+    from anticip_lib import lockstep, models, trainer
 
     torch.set_num_threads(spec["threads"])
     if spec.get("malloc"):
@@ -96,7 +82,7 @@ def child(spec: dict, out: str) -> dict:
         ids, labels, mask = _docs(K, T, C, vocab)
         ords = _orders(K, T, E)
         n_timed = spec.get("n_timed", K)
-        ms = [_build(name, vocab, r) for r in range(n_timed if kind != "lockstep" else K)]
+        ms = [models.random_model(name, vocab, seed=r) for r in range(n_timed if kind != "lockstep" else K)]
         kw = dict(steps_per_doc=M, optimizer=spec["optimizer"], lr=spec["lr"],
                   progress=False)
         sync()

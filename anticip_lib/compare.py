@@ -121,15 +121,13 @@ def compare(cyclic, shuffled, n_docs: int) -> dict:
 
 def rows_table(rows, fmt: str = ".2f"):
     """The rows as a Markdown table (rendered as a table in the book)."""
-    from IPython.display import Markdown
+    from . import plots
 
-    head = "| statistic | cyclic | shuffled (floor) | contrast | verdict | flags |"
-    lines = [head, "|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r.statistic} | {r.cyclic.text(fmt)} | {r.shuffled.text(fmt)} | "
-                     f"{r.contrast_name}: {r.contrast.text(fmt)} | {r.verdict} | "
-                     f"{r.flags} |")
-    return Markdown("\n".join(lines))
+    return plots.records_table([
+        {"statistic": r.statistic, "cyclic": r.cyclic.text(fmt),
+         "shuffled (floor)": r.shuffled.text(fmt),
+         "contrast": f"{r.contrast_name}: {r.contrast.text(fmt)}", "verdict": r.verdict,
+         "flags": r.flags} for r in rows])
 
 
 # ---- Table 1 and the verdict box ------------------------------------------------------
@@ -150,37 +148,47 @@ def by_model(runs) -> dict:
     return out
 
 
-def _online(rr, n_docs):
-    return [metrics.average_online_loss(r.eval_loss, r.order, n_docs) for r in rr]
+def online_contrasts(table_runs: dict, n_docs: int) -> list[dict]:
+    """Per model: the Table 1 statistic of each paired run of both orders, their
+    shuffled − cyclic interval, and the paper's row for the same model (or None)."""
+    out = []
+    for model, rr in table_runs.items():
+        c, s = paired(rr["cyclic"], rr["shuffled"])
+        oc, os_ = ([metrics.average_online_loss(r.eval_loss, r.order, n_docs) for r in x]
+                   for x in (c, s))
+        out.append({"model": model, "label": model_label(c[0]), "cyclic": oc,
+                    "shuffled": os_, "contrast": stats.paired_interval(os_, oc),
+                    "paper": PAPER_TABLE1.get(model)})
+    return out
 
 
 def table1(table_runs: dict, n_docs: int):
     """Table 1 as Markdown: ours per model, beside the paper's row for the SAME model
     (none for a stand-in: a stand-in is never set beside another model's numbers)."""
-    from IPython.display import Markdown
+    from . import plots
 
-    lines = ["| model | cyclic | shuffled | shuffled − cyclic (95 % CI) | verdict | "
-             "paper, same model: cyclic / shuffled |", "|---|---|---|---|---|---|"]
-    for model, rr in table_runs.items():
-        c, s = paired(rr["cyclic"], rr["shuffled"])
-        oc, os_ = _online(c, n_docs), _online(s, n_docs)
-        d = stats.paired_interval(os_, oc)
-        paper = PAPER_TABLE1.get(model)
-        ptext = ("no paper row (stand-in model)" if paper is None else
-                 f"{paper[0][0]:.2f} ± {paper[0][1]:.2f} / {paper[1][0]:.2f} ± "
-                 f"{paper[1][1]:.2f}")
-        lines.append(f"| {model_label(c[0])} | {_mean_sd(oc)} | {_mean_sd(os_)} | {d.text()} | "
-                     f"{stats.verdict(d)} | {ptext} |")
-    return Markdown("\n".join(lines))
+    rows = []
+    for t in online_contrasts(table_runs, n_docs):
+        paper = t["paper"]
+        rows.append({
+            "model": t["label"], "cyclic": _mean_sd(t["cyclic"]),
+            "shuffled": _mean_sd(t["shuffled"]),
+            "shuffled − cyclic (95 % CI)": t["contrast"].text(),
+            "verdict": stats.verdict(t["contrast"]),
+            "paper, same model: cyclic / shuffled": (
+                "no paper row (stand-in model)" if paper is None else
+                f"{paper[0][0]:.2f} ± {paper[0][1]:.2f} / {paper[1][0]:.2f} ± "
+                f"{paper[1][1]:.2f}")})
+    return plots.records_table(rows)
 
 
 def _mean_sd(values) -> str:
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
+    """'mean ± sd (n = k)' over the finite values (no ± for one value)."""
+    v = [x for x in values if np.isfinite(x)]
+    if not v:
         return "n/a (no finite values)"
-    sd = f" ± {v.std(ddof=1):.2f}" if v.size > 1 else ""
-    return f"{v.mean():.2f}{sd} (n = {v.size})"
+    m, sd = metrics.mean_sd(v)
+    return f"{m:.2f}" + (f" ± {sd:.2f}" if len(v) > 1 else "") + f" (n = {len(v)})"
 
 
 def verdict_box(result: dict, label: str, preset: str, table_runs: dict,
@@ -212,14 +220,12 @@ def verdict_box(result: dict, label: str, preset: str, table_runs: dict,
     if grow is not None:
         lines.append(f"| Recovery grows over epochs (cyclic) | figure-only | "
                      f"{grow.statistic}: {grow.contrast.text()} | {grow.verdict} |")
-    for model, rr in table_runs.items():
-        c, s = paired(rr["cyclic"], rr["shuffled"])
-        d = stats.paired_interval(_online(s, n_docs), _online(c, n_docs))
-        paper = PAPER_TABLE1.get(model)
-        ptext = (f"{model}: {paper[0][0]:.2f} vs {paper[1][0]:.2f}" if paper else
+    for t in online_contrasts(table_runs, n_docs):
+        paper, d = t["paper"], t["contrast"]
+        ptext = (f"{t['model']}: {paper[0][0]:.2f} vs {paper[1][0]:.2f}" if paper else
                  "no row for this model (the paper's Table 1 has Pythia 410M–2.8B)")
         lines.append(f"| Cyclic order gives the lower online loss (Table 1), "
-                     f"{model_label(c[0])} | {ptext} | shuffled − cyclic "
+                     f"{t['label']} | {ptext} | shuffled − cyclic "
                      f"{d.text()} | {stats.verdict(d)} |")
     lines += ["", "Verdicts: *reproduced* when the interval of the contrast excludes zero on "
               "the paper's side with at least 5 seeds; *not reproduced* when it holds zero; "

@@ -74,8 +74,6 @@ def candidate(c) -> tuple:
     return (c.model, c.init, c.tokenizer, c.optimizer, c.lr)
 
 
-_key = candidate
-
 
 def judge(runs, *, max_rise: float, lr_margin: float, min_fit: float,
           budget_core_min: float, runs_in_preset: int = 0, spent_core_min: float = 0.0,
@@ -89,10 +87,10 @@ def judge(runs, *, max_rise: float, lr_margin: float, min_fit: float,
     """
     by_cand: dict = {}
     for r in runs:
-        by_cand.setdefault(_key(r.config), []).append(r)
+        by_cand.setdefault(candidate(r.config), []).append(r)
     planned: dict = {}
     for c in expected or []:
-        planned[_key(c)] = planned.get(_key(c), 0) + 1
+        planned[candidate(c)] = planned.get(candidate(c), 0) + 1
     out = []
     for key, n in planned.items():
         if len(by_cand.get(key, [])) < n:

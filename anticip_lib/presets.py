@@ -13,6 +13,7 @@ Presets, the same names in every chapter:
 Only the standard library is imported: listing a preset costs nothing.
 """
 
+import math
 from dataclasses import dataclass, replace
 
 from .config import RunConfig
@@ -128,9 +129,12 @@ def _ch1(preset: str) -> list[Group]:
 # The RunConfig fields a chapter's parameters cell may override (None = the preset's)
 OVERRIDABLE = ("model", "corpus", "n_docs", "context_len", "steps_per_doc", "n_epochs",
                "optimizer", "lr")
+# The toy chapter's own parameters (no RunConfig): name -> (type, smallest value)
+TOY_PARAMS = {"n_tasks": (int, 2), "dim": (int, 1), "lr": (float, 0.0),
+              "n_epochs": (int, 2), "n_seeds": (int, 1), "map_epoch": (int, 1)}
 NOTEBOOK_PARAMS = {
     "01_phenomenon": ("preset", *OVERRIDABLE, "seeds", "device"),
-    "07_toy_model": None,  # its own parameters; checked by its notebook
+    "07_toy_model": ("preset", *TOY_PARAMS),
 }
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -173,6 +177,23 @@ def _check_seeds(seeds) -> tuple:
     return tuple(seeds)
 
 
+def _check_toy(params: dict) -> None:
+    for name, (kind, low) in TOY_PARAMS.items():
+        v = params[name]
+        if kind is int:
+            ok = isinstance(v, int) and not isinstance(v, bool) and v >= low
+            need = f"an integer >= {low}"
+        else:
+            ok = (isinstance(v, (int, float)) and not isinstance(v, bool)
+                  and math.isfinite(v) and v > low)
+            need = f"a finite number > {low:g}"
+        if not ok:
+            raise ValueError(f"{name} must be {need}, got {v!r}")
+    if params["map_epoch"] >= params["n_epochs"]:
+        raise ValueError(f"map_epoch must be below n_epochs={params['n_epochs']} (RS(n) "
+                         f"needs a next visit), got {params['map_epoch']!r}")
+
+
 def settings(chapter: str, params: dict, defined=None) -> Settings:
     """Check a notebook's parameters before any compute and apply them to its preset.
 
@@ -193,6 +214,9 @@ def settings(chapter: str, params: dict, defined=None) -> Settings:
     preset = params.get("preset")
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")
+    if chapter == "07_toy_model":
+        _check_toy(params)
+        return Settings(chapter, preset, (), {}, "cpu")
     device = check_device(params.get("device", "auto"))
     over = {k: params[k] for k in OVERRIDABLE if params.get(k) is not None}
     seeds = params.get("seeds")

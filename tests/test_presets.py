@@ -76,16 +76,41 @@ def test_overrides_apply_to_main_runs_only():
     assert s.overrides == {"n_epochs": 4, "seeds": [7]}
 
 
+TOY = {"preset": "cpu", "n_tasks": 25, "dim": 100, "lr": 0.01, "n_epochs": 50,
+       "n_seeds": 5, "map_epoch": 10}
+
+
+@pytest.mark.parametrize("bad, needle", [
+    (dict(n_tasks=1), "n_tasks must be an integer >= 2, got 1"),
+    (dict(dim=2.5), "dim must be an integer"),
+    (dict(lr=0.0), "lr must be a finite number > 0"),
+    (dict(lr=float("inf")), "lr must be a finite number > 0"),
+    (dict(n_seeds=True), "n_seeds must be an integer"),
+    (dict(map_epoch=50), "map_epoch must be below n_epochs=50"),
+    (dict(preset="book"), "preset must be one of smoke, cpu, paper"),
+])
+def test_toy_parameters_are_checked(bad, needle):
+    assert presets.settings("07_toy_model", TOY).preset == "cpu"
+    with pytest.raises(ValueError, match=needle):
+        presets.settings("07_toy_model", {**TOY, **bad})
+    with pytest.raises(ValueError, match="unknown parameter.*seeds for 07_toy_model"):
+        presets.settings("07_toy_model", TOY, defined=set(TOY) | {"seeds"})
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("args, needle", [
     (["-p", "n_docs", "0"], "n_docs must be an integer >= 2"),
     (["-p", "preset", "nonsense"], "preset must be one of smoke, cpu, paper"),
     (["-p", "n_doc", "5"], "unknown parameter(s) n_doc"),
 ])
-def test_papermill_fails_fast_naming_the_parameter(tmp_path, args, needle):
+@pytest.mark.parametrize("chapter", ["01_phenomenon", "07_toy_model"])
+def test_papermill_fails_fast_naming_the_parameter(tmp_path, args, needle, chapter):
+    needle = needle.replace("01_phenomenon", chapter)
+    if chapter == "07_toy_model" and "n_docs" in args:
+        args, needle = ["-p", "n_tasks", "0"], "n_tasks must be an integer >= 2"
     t0 = time.time()
     out = subprocess.run(
-        [sys.executable, "-m", "papermill", str(REPO / "notebooks" / "01_phenomenon.ipynb"),
+        [sys.executable, "-m", "papermill", str(REPO / "notebooks" / f"{chapter}.ipynb"),
          str(tmp_path / "out.ipynb"), *args, "--cwd", str(REPO / "notebooks")],
         capture_output=True, text=True, timeout=300)
     assert out.returncode != 0

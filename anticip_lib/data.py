@@ -246,6 +246,8 @@ def in_split(doc_id, split: str) -> bool:
     The pilot part is about a quarter of any corpus, chosen by a hash of the document's
     id (not by its position), so pilot runs never see a document of the main runs.
     """
+    # deviation: the paper draws every run's documents from the whole corpus; pilot
+    # runs that choose a stand-in's protocol here use a part the main runs never see.
     if split == "all":
         return True
     if split not in ("pilot", "main"):

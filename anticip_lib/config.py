@@ -20,7 +20,8 @@ DOC_FILTERS = ("min_context", "any")
 
 # Fields added after the first committed results. They enter a run's cache key only
 # when they differ from these defaults, so every committed result keeps its key.
-LATER_FIELDS = {"doc_split": "all", "doc_filter": "min_context"}
+LATER_FIELDS = {"doc_split": "all", "doc_filter": "min_context", "width": 0, "depth": 0,
+                "heads": 0}
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,11 @@ class RunConfig:
     seed: int = 0  # picks the documents, the shuffles and any random init
     doc_split: str = "all"  # "all" | "pilot" | "main": which part of the corpus
     doc_filter: str = "min_context"  # "min_context" (≥ C tokens) | "any" (paper: padded)
+    # Architecture of a random-init shape (Figs. 3, 14): 0 = the named shape's own
+    # width d, depth L (blocks) or number of attention heads
+    width: int = 0
+    depth: int = 0
+    heads: int = 0
 
     def __post_init__(self):  # numpy scalars from sweeps → plain Python; one key per value
         for f in fields(self):
@@ -58,6 +64,15 @@ class RunConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+        for name in ("width", "depth", "heads"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0 (0: the model's own), "
+                                 f"got {v!r}")
+        if (self.width or self.depth or self.heads) and self.init == "pretrained":
+            raise ValueError("width, depth and heads change a random-init shape; "
+                             f"init={self.init!r} loads fixed weights: use init='pythia' "
+                             "or 'normal'")
         choices = {
             "optimizer": OPTIMIZERS,
             "order": ORDERS,
@@ -83,6 +98,10 @@ class RunConfig:
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         return self
+
+    def arch(self) -> dict:
+        """The architecture overrides that are set, as `load_model` keywords."""
+        return {k: getattr(self, k) for k in ("width", "depth", "heads") if getattr(self, k)}
 
     def to_dict(self) -> dict:
         return asdict(self)

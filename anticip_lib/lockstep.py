@@ -654,7 +654,7 @@ def prepare(config, device="cpu"):
                         seed=config.seed, n_shuffled=config.n_shuffled)
     model, tokenizer = models.load_model(
         config.model, init=config.init, revision=config.revision,
-        seed=config.seed, tokenizer=config.tokenizer)
+        seed=config.seed, tokenizer=config.tokenizer, **config.arch())
     docs = data.load_documents(
         config.corpus, tokenizer, config.n_docs, config.context_len, config.seed,
         split=config.doc_split, doc_filter=config.doc_filter)
@@ -699,7 +699,7 @@ def train_configs(configs, device="cpu", *, checkpoint=None, progress=True,
     for run, c, (model, docs, _) in zip(runs, configs, built):
         run.config = c
         run.meta.update(
-            model_label=models_mod.describe(c.model, c.init, c.revision),
+            model_label=models_mod.describe(c.model, c.init, c.revision, **c.arch()),
             doc_ids=[str(d) for d in docs.doc_ids],
             n_params=sum(p.numel() for p in model.parameters()))
     return runs
@@ -758,10 +758,10 @@ def cap_k(config, k: int, budget: int) -> int:
     from . import models
 
     spec = models.MODELS.get(config.model)
-    if spec is None:  # folder / Hub id: count the weights of one model
+    if spec is None or config.arch():  # count the weights of one model
         model, tok = models.load_model(config.model, init=config.init,
                                        revision=config.revision, seed=config.seed,
-                                       tokenizer=config.tokenizer)
+                                       tokenizer=config.tokenizer, **config.arch())
         n = sum(p.numel() for p in model.parameters())
         cfg = model.config
         d, L, V = cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size

@@ -216,3 +216,32 @@ def records_table(rows: list[dict]):
     lines = ["| " + " | ".join(keys) + " |", "|---" * len(keys) + "|"]
     lines += ["| " + " | ".join(esc(r.get(k, "")) for k in keys) + " |" for r in rows]
     return Markdown("\n".join(lines))
+
+
+def along_axis(points: list[dict], *, epoch: int, xlabel: str, note: str | None = None,
+               ax=None):
+    """RS(epoch) of both orders at each point of a model axis (chapter 2), mean and
+    95 % t interval over seeds; points are evenly spaced, in the axis's order.
+
+    `points`: dicts with "label", "rs_cyc" and "rs_shuf" (per-seed arrays), as
+    `scale.point_stats`; points without runs are skipped.
+    """
+    from . import stats
+
+    fig, ax = axes(ax)
+    pts = [p for p in points if p.get("n")]
+    x = np.arange(len(pts))
+    for i, (order, key) in enumerate((("cyclic", "rs_cyc"), ("shuffled", "rs_shuf"))):
+        ivs = [stats.t_interval(p[key]) for p in pts]
+        m = np.array([iv.mean for iv in ivs])
+        err = np.nan_to_num(np.array([[iv.mean - iv.lo, iv.hi - iv.mean] for iv in ivs]).T)
+        n = min((iv.n for iv in ivs), default=0)
+        ax.errorbar(x + (i - 0.5) * 0.1, m, yerr=err, fmt="o-", color=color(order),
+                    capsize=3, label=n_label(order, n))
+    ax.axhline(0, color="0.6", lw=1, zorder=0)
+    ax.set_xticks(x, [p["label"] for p in pts])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"recovery score RS({epoch})")
+    ax.legend(frameon=False)
+    model_note(ax, note)
+    return fig

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from .config import RunConfig
 
 PRESETS = ("smoke", "cpu", "paper")
-CHAPTERS = ("01_phenomenon", "07_toy_model")
+CHAPTERS = ("01_phenomenon", "02_scale", "07_toy_model")
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,154 @@ def _ch1(preset: str) -> list[Group]:
                   "Table 1: Pythia 410M-2.8B, T=100, C=512, 10 seeds")]
 
 
+# ---- chapter 2: scale and architecture ----------------------------------------------
+
+# Chapter 2 runs chapter 1's cpu protocol (chosen there by its rules, on pilot
+# documents) unchanged at every size and shape, as the paper keeps GD at lr 1e-3 for
+# every size: the axis is the model, nothing else moves.
+CH2_SEEDS = tuple(range(5))
+CH2_WIDTHS = (64, 128, 256, 512)  # at L=6, h=8: 256 and 512 are the 31M and 70M shapes
+CH2_DEPTHS = (2, 4, 6, 8, 12)  # at d=128, h=4: L=6 is the 14M shape
+CH2_HEADS = (1, 2, 4, 8)  # at d=128, L=6: h=4 is the 14M shape
+CH2_SIZES = ("pythia-14m", "pythia-31m", "pythia-70m")  # Fig. 2(b): random-init shapes
+CH2_INIT_SIZES = ("pythia-14m", "pythia-31m")  # Fig. 15: both recipes on these
+CH2_PRETRAINED = "news-14m"  # Figs. 2(a)/16 stand-in: pre-trained here (pretrain.py)
+CH2_REVISIONS = ("step0", "step250", "step500", "step1000", "main")
+
+
+# (d, L, h) of the registry shapes chapter 2 names (models.registry has the same; only
+# the standard library is imported here, so they are repeated and a test compares them)
+CH2_SHAPES = {"pythia-14m": (128, 6, 4), "pythia-31m": (256, 6, 8),
+              "pythia-70m": (512, 6, 8)}
+
+
+def _ch2_shape(base: RunConfig, d: int, L: int, h: int) -> RunConfig:
+    """`base` with shape (d, L, h): a registry shape by its own name where one has it,
+    else the 14M shape with the fields that differ overridden."""
+    for name, dims in CH2_SHAPES.items():
+        if dims == (d, L, h):
+            return replace(base, model=name)
+    own = dict(zip(("width", "depth", "heads"), CH2_SHAPES["pythia-14m"]))
+    want = dict(width=d, depth=L, heads=h)
+    return replace(base, model="pythia-14m",
+                   **{k: v for k, v in want.items() if v != own[k]})
+
+
+def ch2_dims(c: RunConfig) -> tuple:
+    """(d, L, h) of a chapter-2 random-init config (registry shape plus overrides)."""
+    d, L, h = CH2_SHAPES[c.model]
+    return c.width or d, c.depth or L, c.heads or h
+
+
+@dataclass(frozen=True)
+class Point:
+    """One point of a chapter-2 axis: a model (shape, init or checkpoint) under the
+    protocol; `config` is its cyclic seed-0 run (the others differ in seed and order)."""
+
+    label: str
+    x: float
+    config: RunConfig
+
+
+# The axes of chapter 2 and the paper's figure each stands in for
+CH2_AXES = {"pretrained": "Fig. 2(a)", "size": "Fig. 2(b)", "width": "Fig. 3(a)",
+            "depth": "Fig. 3(b)", "heads": "Fig. 14", "init": "Fig. 15",
+            "steps": "Fig. 16", "gpt2": "Fig. 20"}
+
+
+def _step(revision: str, last: int) -> int:
+    return last if revision == "main" else int(revision.removeprefix("step"))
+
+
+def ch2_axes(preset: str) -> dict:
+    """{axis: (Point, …)} of chapter 2's preset (axes it does not cover are absent)."""
+    _check("02_scale", preset)
+    P = Point
+    if preset == "smoke":
+        base = RunConfig(model="tiny-gpt", init="pythia", corpus="cnn-embedded",
+                         n_docs=3, context_len=16, steps_per_doc=2, n_epochs=3,
+                         optimizer="adam_reset", lr=1e-3, doc_split="main")
+        pre = replace(base, model="news-tiny", init="pretrained", tokenizer="auto")
+        return {
+            "width": (P("d=32", 32, replace(base, width=32, heads=2)), P("d=64", 64, base)),
+            "depth": (P("L=1", 1, replace(base, depth=1)), P("L=2", 2, base)),
+            "init": (P("tiny, Pythia init", 0, base),
+                     P("tiny, N(0, 0.02²)", 1, replace(base, init="normal"))),
+            "steps": tuple(P(f"{_step(r, 20)} steps", _step(r, 20), replace(pre, revision=r))
+                           for r in ("step0", "main")),
+        }
+    if preset == "cpu":
+        base = RunConfig(**CH1_CPU_PROTOCOL, doc_split="main", **_CH1_SHAPE)
+        pre = replace(base, model=CH2_PRETRAINED, init="pretrained", tokenizer="auto")
+        size = lambda m: m.removeprefix("pythia-").upper()  # noqa: E731
+        return {
+            "size": tuple(P(f"{size(m)} shape", CH2_SHAPES[m][0], replace(base, model=m))
+                          for m in CH2_SIZES),
+            "width": tuple(P(f"d={w}", w, _ch2_shape(base, w, 6, 8)) for w in CH2_WIDTHS),
+            "depth": tuple(P(f"L={L}", L, _ch2_shape(base, 128, L, 4)) for L in CH2_DEPTHS),
+            "heads": tuple(P(f"h={h}", h, _ch2_shape(base, 128, 6, h)) for h in CH2_HEADS),
+            "init": tuple(P(f"{size(m)} shape, {name}", i, replace(base, model=m, init=init))
+                          for m in CH2_INIT_SIZES
+                          for i, (init, name) in enumerate((("pythia", "Pythia init"),
+                                                            ("normal", "N(0, 0.02²)")))),
+            "steps": tuple(P(f"{_step(r, 2000)} steps", _step(r, 2000),
+                             replace(pre, revision=r)) for r in CH2_REVISIONS),
+        }
+    # paper: SPEC §2.3-2.5 and §4; T=25, C=256, M=10, E=5, GD lr 1e-3, CNN/DailyMail
+    base = RunConfig(model="pythia-1b", corpus="cnn_dailymail", n_docs=25,
+                     context_len=256, steps_per_doc=10, n_epochs=5, optimizer="sgd",
+                     lr=1e-3, doc_filter="any")
+    sizes = ("pythia-160m", "pythia-410m", "pythia-1b", "pythia-1.4b", "pythia-2.8b")
+    size = lambda m: m.removeprefix("pythia-").upper()  # noqa: E731
+    rand = replace(base, init="pythia")  # the official scratch script's recipe
+    return {
+        "pretrained": tuple(P(size(m), i, replace(base, model=m)) for i, m in enumerate(sizes)),
+        # Pythia's own step-0 weights, as the official scratch script loads them
+        "size": tuple(P(size(m), i, replace(base, model=m, revision="step0"))
+                      for i, m in enumerate(sizes)),
+        "width": tuple(P(f"d={w}", w, replace(rand, width=w) if w != 2048 else rand)
+                       for w in (256, 512, 1024, 2048)),
+        "depth": tuple(P(f"L={L}", L, replace(rand, depth=L) if L != 16 else rand)
+                       for L in (2, 4, 8, 16)),
+        "heads": tuple(P(f"h={h}", h, replace(rand, heads=h) if h != 8 else rand)
+                       for h in (2, 4, 8, 16)),
+        "init": (P("1B shape, Pythia init", 0, rand),
+                 P("1B shape, N(0, 0.02²)", 1, replace(base, init="normal"))),
+        "steps": tuple(P(f"{_step(r, 143000)} steps", _step(r, 143000),
+                         replace(base, revision=r))
+                       for r in ("step6000", "step12000", "step24000", "step48000",
+                                 "step96000", "main")),
+        "gpt2": (P("GPT-2 large", 0, replace(base, model="openai-community/gpt2-large")),),
+    }
+
+
+def _ch2(preset: str) -> list[Group]:
+    """Every distinct point of the axes × seeds × both orders, cheapest first (so that
+    a stopped sweep leaves whole axes behind). In the cpu preset the 14M shape is
+    chapter 1's main runs (seeds 0-4), read from there."""
+    seeds = (0, 1) if preset == "smoke" else CH2_SEEDS
+    exp = "smoke/02_scale" if preset == "smoke" else "02_scale"
+    points = list(dict.fromkeys(p.config for pts in ch2_axes(preset).values() for p in pts))
+    reused = ()
+    if preset == "cpu":
+        reused = (RunConfig(**CH1_CPU_PROTOCOL, doc_split="main", **_CH1_SHAPE),)
+        points.remove(reused[0])
+
+    def cost(c):
+        if c.model in CH2_SHAPES:
+            d, L, _ = ch2_dims(c)
+            return (c.model.startswith("news"), L * d * d)
+        return (True, 0)
+
+    points.sort(key=cost)
+    groups = [Group("runs", exp, tuple(r for c in points for r in ch1_main(c, seeds)),
+                    f"every point of the chapter's axes, {len(seeds)} seeds × both orders")]
+    if reused:
+        groups.insert(0, Group("reused", "01_phenomenon", ch1_main(reused[0], seeds),
+                               "the 14M shape: chapter 1's main runs, seeds 0-4"))
+    return groups
+
+
 # ---- notebook parameters ------------------------------------------------------------
 
 # The RunConfig fields a chapter's parameters cell may override (None = the preset's)
@@ -136,6 +284,7 @@ TOY_PARAMS = {"n_tasks": (int, 2), "dim": (int, 1), "lr": (float, 0.0),
               "n_epochs": (int, 2), "n_seeds": (int, 1), "map_epoch": (int, 1)}
 NOTEBOOK_PARAMS = {
     "01_phenomenon": ("preset", *OVERRIDABLE, "seeds", "device"),
+    "02_scale": ("preset", "seeds", "device"),
     "07_toy_model": ("preset", *TOY_PARAMS),
 }
 DEVICES = ("auto", "cpu", "cuda")
@@ -223,6 +372,14 @@ def settings(chapter: str, params: dict, defined=None) -> Settings:
     over = {k: params[k] for k in OVERRIDABLE if params.get(k) is not None}
     seeds = params.get("seeds")
     seeds = None if seeds is None else _check_seeds(seeds)
+    if chapter == "02_scale":  # the axes are the chapter: only the seeds change
+        gs = tuple(groups(chapter, preset))
+        if seeds:
+            gs = tuple(Group(g.name, g.experiment, tuple(dict.fromkeys(
+                replace(c, seed=s) for c in g.configs for s in seeds)),
+                g.about + " (with overrides)") for g in gs)
+        return Settings(chapter, preset, gs, {"seeds": list(seeds)} if seeds else {},
+                        device)
     out = []
     for g in groups(chapter, preset):
         if g.name not in ("main", "table") or not (over or seeds):
@@ -287,7 +444,7 @@ def groups(chapter: str, preset: str) -> list[Group]:
         return fixture
     if chapter == "07_toy_model":
         return []
-    return _ch1(preset)
+    return _ch1(preset) if chapter == "01_phenomenon" else _ch2(preset)
 
 
 def group(chapter: str, preset: str, name: str) -> Group:

@@ -66,6 +66,8 @@ def run_stem(config: RunConfig, record=None) -> str:
     c = config
     model = Path(c.model.rstrip("/")).name if ("/" in c.model) else c.model
     init = "" if c.init == "pretrained" else f"_{c.init}"
+    init += "".join(f"_{k[0]}{v}" for k, v in c.arch().items())  # _w256_d6_h8
+    init += "" if c.revision == "main" else f"_{c.revision}"
     split = "" if c.doc_split == "all" else f"_{c.doc_split}"
     order = c.order if c.order != "partial" else f"partial{c.n_shuffled}"
     rec = "_rec" if records.identity(record) else ""
@@ -88,7 +90,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
     try:
         out = subprocess.run(
             ["git", "-C", str(_REPO), "rev-parse", "HEAD"],
@@ -99,7 +101,7 @@ def _git_commit() -> str | None:
         return None
 
 
-def _versions() -> dict:
+def versions() -> dict:
     import torch
     import transformers
 
@@ -146,9 +148,9 @@ def save_run(run: Run, experiment: str, record=None) -> Path:
         "config": run.config.to_dict(),
         "results_version": RESULTS_VERSION,
         "npz_sha256": sha,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": _versions(),
+        "versions": versions(),
         **run.meta,
         # a run whose losses went non-finite is a result too: saved, flagged, loaded
         "diverged": bool(not np.isfinite(run.eval_loss).all()),
@@ -243,7 +245,7 @@ def find_run(config: RunConfig, experiment: str | None = None, record=None) -> R
 
 
 @contextlib.contextmanager
-def _locked(path: Path, what: str):
+def locked(path: Path, what: str):
     """Hold an exclusive lock on `path` (POSIX flock); wait, saying so, while another
     process holds it. Without fcntl (Windows) there is no lock."""
     try:
@@ -307,7 +309,7 @@ def run_cached(
                                "folder, or fix this folder's permissions.")
     stem = run_stem(config, recs)
     ckpt = ckpt_dir / f"{stem}.pt"
-    with _locked(ckpt_dir / f"{stem}.lock", stem):
+    with locked(ckpt_dir / f"{stem}.lock", stem):
         found = find_run(config, experiment, recs)  # written meanwhile by another process
         if found is not None:
             found.meta.pop("experiment", None)

@@ -24,9 +24,6 @@ class Item:
 
 # items not covered yet: (item, what the paper says, planned chapter)
 _PLANNED = [
-    ("Fig. 2(a)", "RS(4) rises with pre-trained Pythia size; sharp jump 160M → 410M", 2),
-    ("Fig. 2(b)", "random-init models recover more weakly; RS still grows with size", 2),
-    ("Fig. 3", "recovery needs width ≥ 512 and depth ≥ 8 (random init, 1B config)", 2),
     ("Fig. 4", "recovery survives random masking (p ≤ 0.3) and window shifts (≤ 128)", 4),
     ("Fig. 5(a)", "recovery for T from 10 to 200", 3),
     ("Fig. 5(b)", "more steps per document M → higher RS; none at M = 1, lr 1e-3", 3),
@@ -41,13 +38,9 @@ _PLANNED = [
     ("Fig. 9", "last-layer weights trace a helix, one turn per epoch", 6),
     ("Fig. 12", "partial shuffling (N up to 24) still shows some recovery", 4),
     ("Fig. 13", "M = 1 at lr 0.01 shows slight recovery", 3),
-    ("Fig. 14", "number of attention heads has little effect", 2),
-    ("Fig. 15", "Pythia init recovers more than isotropic N(0, 0.02²)", 2),
-    ("Fig. 16", "more pre-training steps → more recovery", 2),
     ("Fig. 17", "recovery survives a cosine learning-rate schedule", 3),
     ("Fig. 18", "recovery with one-off random documents inserted", 4),
     ("Fig. 19", "same total update in more steps → stronger; C = 1024 needs more M", 3),
-    ("Fig. 20", "GPT-2-large shows recovery", 4),
     ("Fig. 21", "Wikitext-103, random init: recovery present", 4),
     ("Fig. 22", "activation changes step-wise; weight updates shrink monotonically", 6),
     ("Fig. 23", "pairwise recovery for T = 50–200: two blobs, 10–15-wide boundary", 6),
@@ -97,6 +90,51 @@ def chapter1_items() -> list[Item]:
             item("Table 1", online, "online loss shuffled − cyclic (stand-in model only)")]
 
 
+def chapter2_items() -> list[Item]:
+    """Figs. 2(a, b), 3, 14, 15, 16 and 20 from chapter 2's committed cpu runs (the
+    same `scale.Chapter` the chapter shows); Figs. 2(a) and 20 are paper-preset only."""
+    from . import compare, results, scale
+
+    axes = presets.ch2_axes("cpu")
+    runs = {}
+    for g in presets.groups("02_scale", "cpu"):
+        for c in g.configs:
+            if (r := results.find_run(c, g.experiment)) is not None:
+                runs[c] = r
+    base = next(iter(presets.configs("02_scale", "cpu")))
+    ch = scale.Chapter(axes, runs, presets.CH2_SEEDS, base.n_epochs - 1)
+    v = ch.verdicts
+    first = next(iter(runs.values()), None)
+    tok = "; byte tokenizer" if first is not None and "byte" in compare.model_label(first) else ""
+    proto = (f"T = {base.n_docs}, C = {base.context_len}, M = {base.steps_per_doc}, "
+             f"E = {base.n_epochs}, {base.optimizer} {base.lr:g}; "
+             f"{len(presets.CH2_SEEDS)} seeds per order")
+    where = _link(2)
+    shapes = f"random-init Pythia shapes (14M–70M; widths 64–512, depths 2–12){tok}; {proto}"
+    not_cpu = "not tested at CPU scale (paper preset only)"
+
+    def item(key, row, scale_text):
+        if row["verdict"] == "not in this preset":
+            return Item(key, row["paper"], not_cpu, "—", "needs Hub weights", where)
+        return Item(key, row["paper"], row["verdict"], row["measured"], scale_text, where)
+
+    w, d = v["Fig. 3(a)"], v["Fig. 3(b)"]
+    fig3 = dict(paper="recovery needs width ≥ 512 and depth ≥ 8 (random init, 1B config)",
+                verdict=w["verdict"] if w["verdict"] == d["verdict"] else
+                f"partly: width {w['verdict']}, depth {d['verdict']}",
+                measured=f"width: {w['measured']}; depth: {d['measured']}")
+    return [
+        item("Fig. 2(a)", v["Fig. 2(a)"], "—"),
+        item("Fig. 2(b)", v["Fig. 2(b)"], shapes),
+        item("Fig. 3", fig3, shapes),
+        item("Fig. 14", v["Fig. 14"], shapes),
+        item("Fig. 15", v["Fig. 15"], shapes),
+        item("Fig. 16", v["Fig. 16"], f"a Pythia-14M shape pre-trained here (2,000 steps, "
+                                      f"non-CNN news, bytes), its checkpoints; {proto}"),
+        item("Fig. 20", v["Fig. 20"], "—"),
+    ]
+
+
 def toy_items(seeds=(0, 1, 2, 3, 4), epoch: int = 10) -> list[Item]:
     """Figs. 10 and 11 from the toy model at the paper's (b) setting (milliseconds)."""
     import numpy as np
@@ -125,7 +163,7 @@ def toy_items(seeds=(0, 1, 2, 3, 4), epoch: int = 10) -> list[Item]:
 
 def items() -> list[Item]:
     """Every row of the scorecard, in the paper's order."""
-    found = {i.item: i for i in chapter1_items() + toy_items()}
+    found = {i.item: i for i in chapter1_items() + chapter2_items() + toy_items()}
     for item, paper, chapter in _PLANNED:
         found.setdefault(item, Item(item, paper, NOT_YET, where=f"planned: ch. {chapter}"))
     for extra in _extra_items():

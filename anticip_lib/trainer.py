@@ -481,6 +481,8 @@ def check_run(config, device="cpu") -> torch.device:
 
     config.validate()
     data.check_corpus(config.corpus)
+    if config.arch():  # a changed shape: checked before anything loads
+        models.shape(config.model, **config.arch())
     max_c = models.max_context(config.model)
     if config.context_len > max_c:
         raise ValueError(
@@ -520,7 +522,7 @@ def train_run(config, device="cpu", *, checkpoint=None, progress=True, on_episod
     )
     model, tokenizer = models.load_model(
         config.model, init=config.init, revision=config.revision,
-        seed=config.seed, tokenizer=config.tokenizer,
+        seed=config.seed, tokenizer=config.tokenizer, **config.arch(),
     )
     docs = data.load_documents(
         config.corpus, tokenizer, config.n_docs, config.context_len, config.seed,
@@ -536,7 +538,8 @@ def train_run(config, device="cpu", *, checkpoint=None, progress=True, on_episod
     )
     run.config = config
     run.meta.update(
-        model_label=models.describe(config.model, config.init, config.revision),
+        model_label=models.describe(config.model, config.init, config.revision,
+                                    **config.arch()),
         doc_ids=[str(d) for d in docs.doc_ids],
         n_params=sum(p.numel() for p in model.parameters()),
     )

@@ -29,23 +29,31 @@ class LiveFigure:
 
 
 def explore_doc_curves(runs_by_label: dict):
-    """Pick a document and an epoch window; redraw its loss curve (Fig. 1a style)."""
-    first = next(iter(runs_by_label.values()))[0]
+    """Pick a document and an epoch window; redraw its loss curve (Fig. 1a style).
+
+    `runs_by_label`: {label: [runs]} (one curve per label), or {choice: {label: [runs]}}
+    (chapter 2's points of an axis): then a drop-down picks the choice first.
+    """
+    nested = isinstance(next(iter(runs_by_label.values())), dict)
+    choices = runs_by_label if nested else {"": runs_by_label}
+    first = next(iter(next(iter(choices.values())).values()))[0]
     n_rows, n_docs = first.eval_loss.shape
     n_epochs = (n_rows - 1) // n_docs
+    pick = W.Dropdown(options=list(choices), description="model",
+                      layout=W.Layout(width="420px"))
     doc = W.IntSlider(value=1, min=1, max=n_docs, description="document")
     epochs = W.IntRangeSlider(value=(1, n_epochs), min=1, max=n_epochs, description="epochs")
     live = LiveFigure()
 
     def redraw(*_):
-        fig = plots.doc_curve(runs_by_label, doc=doc.value - 1)
+        fig = plots.doc_curve(choices[pick.value], doc=doc.value - 1)
         lo, hi = epochs.value
         fig.axes[0].set_xlim((lo - 1) * n_docs - 0.5, hi * n_docs + 0.5)
         live.show(fig)
 
-    doc.observe(redraw, "value")
-    epochs.observe(redraw, "value")
-    box = W.VBox([W.HBox([doc, epochs])])
+    for w in (pick, doc, epochs):
+        w.observe(redraw, "value")
+    box = W.VBox(([pick] if nested else []) + [W.HBox([doc, epochs])])
     display(box)
     redraw()
     return box

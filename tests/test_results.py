@@ -40,6 +40,9 @@ CHANGES = {
     "seed": 1,
     "doc_split": "pilot",
     "doc_filter": "any",
+    "width": 64,
+    "depth": 2,
+    "heads": 8,
 }
 
 
@@ -403,17 +406,17 @@ def test_temporary_names_are_unique_per_process_and_call(tmp_path):
 def test_kill_between_npz_and_json_does_not_retrain(dirs, monkeypatch):
     npz, js = _files(dirs)
     ckpt = dirs / "cache" / "checkpoints" / "exp" / f"{results.run_stem(CFG)}.pt"
-    real_versions = results._versions
+    real_versions = results.versions
 
     def killed(*args, **kwargs):  # save_run calls it after the npz, before the json
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(results, "_versions", killed)
+    monkeypatch.setattr(results, "versions", killed)
     with pytest.raises(KeyboardInterrupt):
         results.run_cached(CFG, "exp", progress=False)
     assert npz.exists() and not js.exists()
     assert ckpt.exists()  # kept until the results are written
-    monkeypatch.setattr(results, "_versions", real_versions)
+    monkeypatch.setattr(results, "versions", real_versions)
     from anticip_lib import trainer
 
     def no_eval(*args, **kwargs):

@@ -11,7 +11,8 @@ Modules, in the order they build on each other:
 - `hub`: loading from the local Hugging Face cache or the Hub, failing fast;
 - `registry`: `ModelSpec`, `MODELS`, argument checks (`resolve`), `describe`,
   `max_context`;
-- `random_init`: `pythia_config`, `init_normal_`, `init_pythia_`, `random_model`;
+- `random_init`: `shape`, `pythia_config`, `init_normal_`, `init_pythia_`,
+  `random_model`;
 - `tokenizer`: the byte tokenizer of tiny-gpt and the fixes every tokenizer gets;
 - `gguf_conversion`: `convert_gguf`;
 - `load`: the entry points `load_model` and `load_tokenizer`.
@@ -21,14 +22,14 @@ from .. import paths
 from .gguf_conversion import convert_gguf
 from .load import load_model, load_tokenizer
 from .random_init import (SMALL_INIT, WANG_INIT, init_normal_, init_pythia_,
-                          pythia_config, random_model)
+                          pythia_config, random_model, shape)
 from .registry import MODELS, ModelSpec, describe, max_context
 from .tokenizer import EOT
 
 __all__ = [
     "EOT", "MODELS", "SMALL_INIT", "WANG_INIT", "ModelSpec", "convert_gguf", "describe",
     "init_normal_", "init_pythia_", "load_model", "load_tokenizer", "max_context",
-    "pythia_config", "random_model",
+    "pythia_config", "random_model", "shape",
 ]
 
 

@@ -8,7 +8,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, GPTNeoXForCausalL
 
 from .gguf_conversion import convert_gguf
 from .hub import from_hub
-from .random_init import random_model
+from .random_init import random_model, shape
 from .registry import (HUB_ID, MODELS, config_context, folder_config, max_context,
                        resolve)
 from .tokenizer import byte_tokenizer, fix_tokenizer
@@ -18,7 +18,7 @@ def load_tokenizer(name: str, revision: str = "main") -> PreTrainedTokenizerBase
     """The tokenizer of a registry name, checkpoint folder or Hub id (pad = eos when
     it has none, a finite model_max_length)."""
     spec = MODELS.get(name)
-    if spec is not None and spec.family == "tiny":
+    if spec is not None and spec.family in ("tiny", "ours"):
         return byte_tokenizer(spec.max_context)
     if spec is not None and spec.family == "pythia":  # SPEC §2.2: model_max_length=2048
         tok = from_hub(AutoTokenizer.from_pretrained, spec.hub_id, revision,
@@ -49,19 +49,26 @@ def _check_tokenizer_arg(tokenizer, init: str) -> None:
 
 
 def load_model(name: str, *, init: str = "pretrained", revision: str = "main",
-               seed: int = 0, tokenizer: str = "auto",
-               ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+               seed: int = 0, tokenizer: str = "auto", width: int = 0, depth: int = 0,
+               heads: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) for a registry name, folder or Hub id; fp32, CPU, eval.
 
     `init` = "pretrained" loads the weights; "pythia" / "normal" build a pythia-* or
     tiny-gpt shape with random weights drawn from `seed` (the global RNG is left
-    alone), with the vocabulary of `tokenizer` ("auto": the model's own).
+    alone), with the vocabulary of `tokenizer` ("auto": the model's own); `width`,
+    `depth`, `heads` (0: the shape's own) change such a shape (Figs. 3, 14).
     """
     kind, what = resolve(name, init, revision)
     _check_tokenizer_arg(tokenizer, init)
+    arch = dict(width=width, depth=depth, heads=heads)
+    if any(arch.values()):
+        if init == "pretrained":
+            raise ValueError("width, depth and heads apply only to random-init shapes "
+                             "(init='pythia' or 'normal')")
+        shape(name, **arch)  # checked before the tokenizer loads
     if init != "pretrained":  # random init of a pythia-* / tiny-gpt shape
         tok = load_tokenizer(name if tokenizer == "auto" else tokenizer)
-        model = random_model(name, len(tok), init=init, seed=seed)
+        model = random_model(name, len(tok), init=init, seed=seed, **arch)
         # deviation: vocab = len(tokenizer) from the start; the official code builds
         # 50,304 rows, then truncates them with resize_token_embeddings (kept rows have
         # the same distribution, but the random numbers differ).
@@ -76,6 +83,11 @@ def load_model(name: str, *, init: str = "pretrained", revision: str = "main",
         tok = from_hub(AutoTokenizer.from_pretrained, what, revision)
         model = from_hub(AutoModelForCausalLM.from_pretrained, what, revision,
                          dtype=torch.float32)
+    elif kind == "registry" and what.family == "ours":  # pre-trained here, cached
+        from ..pretrain import checkpoint
+        tok = load_tokenizer(name)
+        model = GPTNeoXForCausalLM.from_pretrained(checkpoint(name, revision),
+                                                   dtype=torch.float32)
     else:  # embedded GGUF (converted once) or a local checkpoint folder
         folder = convert_gguf(name) if kind == "registry" else what
         tok = AutoTokenizer.from_pretrained(folder)

@@ -20,7 +20,7 @@ from .hub import from_hub
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    family: str  # "pythia" | "gguf" | "tiny"
+    family: str  # "pythia" | "gguf" | "tiny" | "ours" (pre-trained here, pretrain.py)
     hub_id: str | None
     d_model: int
     n_layers: int
@@ -47,6 +47,13 @@ MODELS: dict[str, ModelSpec] = {s.name: s for s in [
               "SmolLM2-135M-Instruct (Q4_1 GGUF de-quantised to fp32), embedded"),
     ModelSpec("gemma3-270m", "gguf", None, 640, 18, 4, 32768,
               "Gemma-3-270m base (Q4_K_M GGUF de-quantised to fp32), embedded"),
+    # deviation: Pythia's intermediate checkpoints (Fig. 16) do not install offline;
+    # chapter 2 pre-trains this Pythia-14M shape itself (anticip_lib/pretrain.py).
+    ModelSpec("news-14m", "ours", None, 128, 6, 4, 2048,
+              "Pythia-14M shape pre-trained here (bytes; 3.4k non-CNN news articles, "
+              "2,000 steps of our recipe; not Pythia's weights)"),
+    ModelSpec("news-tiny", "ours", None, 64, 2, 4, 2048,
+              "tiny-gpt pre-trained here for 20 steps (smoke tests only)"),
     ModelSpec("tiny-gpt", "tiny", None, 64, 2, 4, 2048,
               "tiny-gpt (2-layer GPT-NeoX, width 64, random init, byte tokenizer; "
               "smoke tests / CI only, not a paper model)"),
@@ -83,16 +90,23 @@ def resolve(name: str, init: str = "pretrained", revision: str = "main") -> tupl
     if init == "pretrained" and family == "tiny":
         raise ValueError("init='pretrained' is impossible for tiny-gpt (it has no "
                          "pre-trained weights): use init='pythia' or init='normal'")
-    if revision != "main" and (init != "pretrained" or family not in ("pythia", "hub")):
+    if family == "ours":
+        from ..pretrain import step_of
+        step_of(name, revision)  # a checkpoint of the recipe, or ValueError
+    elif revision != "main" and (init != "pretrained" or family not in ("pythia", "hub")):
         raise ValueError(f"revision={revision!r} applies only to pre-trained Hub "
                          "checkpoints (Pythia's own step-0 weights: init='pretrained', "
                          "revision='step0')")
     return kind, what
 
 
-def describe(name: str, init: str = "pretrained", revision: str = "main") -> str:
-    """Honest label for figures and provenance; no weights are loaded."""
+def describe(name: str, init: str = "pretrained", revision: str = "main",
+             width: int = 0, depth: int = 0, heads: int = 0) -> str:
+    """Honest label for figures and provenance; no weights are loaded. Non-zero width,
+    depth, heads (a changed random-init shape) are named in the label."""
     kind, what = resolve(name, init, revision)
+    changed = ", ".join(f"{k}={v}" for k, v in (("d", width), ("L", depth), ("h", heads))
+                        if v)
     if kind == "folder":
         cfg = folder_config(what)
         return f"local checkpoint {what} ({cfg.get('model_type', 'unknown type')})"
@@ -105,9 +119,13 @@ def describe(name: str, init: str = "pretrained", revision: str = "main") -> str
         return f"{what.label} @ {revision}, pre-trained{note}"
     if what.family == "pythia":
         size = what.name.removeprefix("pythia-").upper()
-        return f"Pythia-{size} architecture, random init ({recipe[init]})"
+        shape = f" with {changed}" if changed else ""
+        return f"Pythia-{size} architecture{shape}, random init ({recipe[init]})"
+    if what.family == "ours":
+        return f"{what.label} @ {revision}"
     if what.family == "tiny":
-        return f"{what.label}, init {recipe[init]}"
+        shape = f", {changed}" if changed else ""
+        return f"{what.label}{shape}, init {recipe[init]}"
     return what.label
 
 

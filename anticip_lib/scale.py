@@ -1,0 +1,219 @@
+"""Recovery along a model axis: size, width, depth, heads, init, pre-training (chapter 2).
+
+An axis is a tuple of `presets.Point`s (one model each, under one protocol); each point
+has cyclic and shuffled runs paired by seed. For every point we report RS(n) of both
+orders and their paired contrast (`compare.compare`, the numbers chapter 1 uses); along
+an axis, the change of a per-seed statistic between two points, paired by seed (the
+same seed trains the same documents at every point).
+"""
+
+from dataclasses import replace
+
+import numpy as np
+
+from . import compare, metrics, stats
+
+
+def point_runs(point, runs: dict, seeds) -> dict:
+    """{"cyclic": [...], "shuffled": [...], "expected": n} of one point, in seed order,
+    for the seeds that have runs of both orders; `runs` maps a RunConfig to its Run
+    (a seed missing either run is left out and shows as n < expected)."""
+    got = {o: {s: runs.get(replace(point.config, order=o, seed=s)) for s in seeds}
+           for o in ("cyclic", "shuffled")}
+    both = [s for s in seeds if got["cyclic"][s] is not None
+            and got["shuffled"][s] is not None]
+    return {**{o: [got[o][s] for s in both] for o in got}, "expected": len(seeds)}
+
+
+def point_stats(point, by_order: dict, epoch: int) -> dict:
+    """The statistics of one point at RS(epoch): per-seed arrays and intervals.
+
+    Keys: label, n, rs_cyc / rs_shuf (per-seed arrays), contrast (paired Interval of
+    cyclic − shuffled), verdict, fit (mean share of a document's loss removed by its
+    own episode, cyclic runs), final (mean loss over documents at the end, cyclic),
+    unstable (runs of both orders), n_params.
+    """
+    cyc, shuf = compare.paired(by_order["cyclic"], by_order["shuffled"])
+    n_docs = point.config.n_docs
+    expected = by_order.get("expected", len(cyc))
+    if not cyc:
+        return dict(label=point.label, n=0, expected=expected)
+    c, s = compare.per_seed(cyc, n_docs), compare.per_seed(shuf, n_docs)
+    contrast = stats.paired_interval(c["rs"][epoch - 1], s["rs"][epoch - 1])
+    fit = [float(np.nanmean(metrics.episode_fit(r.eval_loss, r.order))) for r in cyc]
+    return dict(
+        label=point.label, n=len(cyc), expected=expected,
+        seeds=[r.config.seed for r in cyc],
+        rs_cyc=c["rs"][epoch - 1], rs_shuf=s["rs"][epoch - 1], contrast=contrast,
+        verdict=stats.verdict(contrast), fit=np.asarray(fit),
+        final=np.asarray([float(np.mean(r.eval_loss[-1])) for r in cyc]),
+        unstable=int(c["unstable"].sum() + s["unstable"].sum()),
+        degenerate=int(c["degenerate"][epoch - 1].sum()),
+        n_params=cyc[0].meta.get("n_params"),
+        model=compare.model_label(cyc[0]),
+    )
+
+
+def row(st: dict, epoch: int) -> dict:
+    """One table row of a point's statistics (for `plots.records_table`)."""
+    if not st.get("n"):
+        return {"model": st["label"], "runs": "none computed yet"}
+    mean_sd = lambda v: "{:.2f} ± {:.2f}".format(*metrics.mean_sd(v))  # noqa: E731
+    params = st["n_params"]
+    return {
+        "model": st["label"],
+        "params": f"{params / 1e6:.2f}M" if params else "?",
+        "seeds": st["n"],
+        "fit (cyclic)": mean_sd(st["fit"]),
+        "final loss (cyclic)": mean_sd(st["final"]),
+        f"RS({epoch}) cyclic": stats.t_interval(st["rs_cyc"]).text(),
+        f"RS({epoch}) shuffled": stats.t_interval(st["rs_shuf"]).text(),
+        "cyclic − shuffled": st["contrast"].text(),
+        "verdict": st["verdict"],
+        "unstable / degenerate": f"{st['unstable']} / {st['degenerate']}",
+    }
+
+
+def per_seed_value(st: dict, what: str) -> dict:
+    """{seed: value} of a point: what = "contrast" (cyclic − shuffled RS), "cyclic"
+    (RS of the cyclic runs) or "final" (final loss of the cyclic runs)."""
+    vals = {"contrast": st["rs_cyc"] - st["rs_shuf"], "cyclic": st["rs_cyc"],
+            "final": st["final"]}[what]
+    return dict(zip(st["seeds"], vals))
+
+
+def change(lo: dict, hi: dict, what: str = "contrast") -> stats.Interval:
+    """hi − lo of a per-seed statistic, paired by seed over the seeds both have."""
+    a, b = per_seed_value(hi, what), per_seed_value(lo, what)
+    seeds = sorted(set(a) & set(b))
+    return stats.paired_interval([a[s] for s in seeds], [b[s] for s in seeds])
+
+
+def null_verdict(iv: stats.Interval, margin: float) -> str:
+    """Verdict on a claim of *no* effect ("little effect", Fig. 14): "reproduced" when
+    the whole interval lies within ±margin, "not reproduced" when it excludes zero,
+    else "inconclusive" (too wide to tell). Fewer than 5 seeds: "inconclusive"."""
+    if iv.n < stats.MIN_SEEDS or not np.isfinite(iv.lo):
+        return "inconclusive"
+    if -margin < iv.lo and iv.hi < margin:
+        return "reproduced"
+    return "not reproduced" if iv.excludes_zero() else "inconclusive"
+
+
+# The chapter's claims, one per paper figure: (item, axis, what the paper says, the
+# per-seed statistic compared, and how). "trend": the last point minus the first, the
+# paper predicting a rise; "null": fewest vs most heads, the paper predicting little
+# effect; "pairs": each (first, second) pair of points, the first predicted higher.
+CLAIMS = (
+    ("Fig. 2(a)", "pretrained", "RS(4) rises with pre-trained Pythia size; sharp jump "
+     "160M → 410M", "cyclic", "trend"),
+    ("Fig. 2(b)", "size", "random-init models recover more weakly; RS still grows with "
+     "size", "contrast", "trend"),
+    ("Fig. 3(a)", "width", "recovery needs width ≥ 512 (random init, 1B config)",
+     "contrast", "trend"),
+    ("Fig. 3(b)", "depth", "recovery needs depth ≥ 8 (random init, 1B config)",
+     "contrast", "trend"),
+    ("Fig. 14", "heads", "number of attention heads has little effect", "contrast", "null"),
+    ("Fig. 15", "init", "Pythia init: lower loss and stronger recovery than isotropic "
+     "N(0, 0.02²)", "cyclic", "pairs"),
+    ("Fig. 16", "steps", "more pre-training steps → more recovery", "cyclic", "trend"),
+    ("Fig. 20", "gpt2", "GPT-2-large shows recovery", "contrast", "single"),
+)
+WHAT = {"contrast": "cyclic − shuffled RS", "cyclic": "RS of the cyclic runs"}
+
+
+def axis_stats(axes: dict, runs: dict, seeds, epoch: int) -> dict:
+    """{axis: [point_stats, …]} for every axis of a preset (`presets.ch2_axes`)."""
+    return {name: [point_stats(p, point_runs(p, runs, seeds), epoch) for p in pts]
+            for name, pts in axes.items()}
+
+
+def claim(item: str, st: dict, epoch: int, margin: float | None = None) -> dict:
+    """The verdict row of one figure from `axis_stats(...)`; `margin` (for the "null"
+    claim: how large a change still counts as "little") is, unless given, half the
+    effect itself: half the mean cyclic − shuffled contrast over the axis's points."""
+    _, axis, paper, what, kind = next(c for c in CLAIMS if c[0] == item)
+    row = dict(item=item, paper=paper, verdict="not in this preset", measured="—")
+    if axis not in st:
+        return row
+    pts = [p for p in st[axis] if p.get("n")]
+    short = [p["label"] for p in st[axis] if p.get("n", 0) < p.get("expected", 0)]
+    if short or not pts:
+        return {**row, "verdict": "not yet computed",
+                "measured": f"seeds missing at {', '.join(short)}"}
+    stat = f"{WHAT[what]} at RS({epoch})"
+    if kind == "single":
+        iv = pts[0]["contrast"]
+        return {**row, "verdict": pts[0]["verdict"], "measured": f"{stat}: {iv.text()}"}
+    if kind == "trend":
+        iv = change(pts[0], pts[-1], what)
+        return {**row, "verdict": stats.verdict(iv),
+                "measured": f"{stat}, {pts[-1]['label']} minus {pts[0]['label']}: "
+                            f"{iv.text()}"}
+    if kind == "null":
+        lo, hi = pts[0], pts[-1]
+        iv = change(lo, hi, what)
+        if margin is None:
+            margin = 0.5 * abs(float(np.mean([p["contrast"].mean for p in pts])))
+        return {**row, "verdict": null_verdict(iv, margin),
+                "measured": f"{stat}, {hi['label']} minus {lo['label']}: {iv.text()}; "
+                            f"'little' = within ±{margin:.3f} (half the mean "
+                            "contrast along the axis)"}
+    # pairs: (first, second), (third, fourth), ...: the first of each predicted higher
+    parts, verdicts = [], []
+    for a, b in zip(pts[0::2], pts[1::2]):
+        iv = change(b, a, what)
+        loss = change(a, b, "final")  # second − first: positive = first has lower loss
+        verdicts.append(stats.verdict(iv))
+        parts.append(f"{a['label']} minus {b['label']}: {iv.text()} ({verdicts[-1]}); "
+                     f"final loss, second minus first: {loss.text()}")
+    verdict = verdicts[0] if len(set(verdicts)) == 1 else "partly: " + ", ".join(verdicts)
+    return {**row, "verdict": verdict, "measured": f"{stat}: " + "; ".join(parts)}
+
+
+def claims(st: dict, epoch: int) -> list[dict]:
+    """Every figure's verdict row (`claim`), in the paper's order."""
+    return [claim(c[0], st, epoch) for c in CLAIMS]
+
+
+class Chapter:
+    """Chapter 2's runs along its axes, with every point's statistics and verdict.
+
+    axes: `presets.ch2_axes(preset)`; runs: {RunConfig: Run}; the recovery score is
+    read at `epoch` (the paper: RS(4) with E = 5).
+    """
+
+    def __init__(self, axes: dict, runs: dict, seeds, epoch: int):
+        self.axes, self.runs, self.seeds, self.epoch = axes, runs, list(seeds), epoch
+        self.stats = axis_stats(axes, runs, self.seeds, epoch)
+        self.verdicts = {r["item"]: r for r in claims(self.stats, epoch)}
+
+    def points(self, axis: str) -> dict:
+        """{label: {"cyclic": [...], "shuffled": [...]}} of an axis's computed points."""
+        out = {p.label: point_runs(p, self.runs, self.seeds) for p in self.axes[axis]}
+        return {k: {o: v[o] for o in ("cyclic", "shuffled")} for k, v in out.items()
+                if v["cyclic"]}
+
+    def show(self, axis: str, xlabel: str) -> None:
+        """Shift-averaged curves (cyclic), RS of both orders along the axis, the table
+        of points and the axis's verdict; a line saying so when the preset lacks it."""
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        from . import plots
+
+        if axis not in self.axes:
+            print(f"This preset has no {axis!r} axis.")
+            return
+        note = next((p["model"] for p in self.stats[axis] if p.get("n")), None)
+        curves = {k: v["cyclic"] for k, v in self.points(axis).items()}
+        for fig in (plots.shift_averaged(curves, note=note),
+                    plots.along_axis(self.stats[axis], epoch=self.epoch, xlabel=xlabel,
+                                     note=note)):
+            display(fig)
+            plt.close(fig)
+        display(plots.records_table([row(p, self.epoch) for p in self.stats[axis]]))
+        for item, axis_of, *_ in CLAIMS:
+            if axis_of == axis:
+                v = self.verdicts[item]
+                print(f"{item}: {v['verdict']} — {v['measured']}")

@@ -1,0 +1,214 @@
+"""Chapter 2: changed shapes, the pre-trained checkpoints, the axes and their verdicts."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from anticip_lib import models as M
+from anticip_lib import presets, pretrain, results, scale, stats
+from anticip_lib.config import RunConfig
+
+
+# ---- shapes ----------------------------------------------------------------------
+
+def test_changed_shape_has_the_hand_counted_parameters():
+    # d=32, L=1, h=2, vocab 257, FFN 4d = 128, every Linear with a bias:
+    # embed_in + embed_out 2·257·32; per block 2 LayerNorms 2·2·32, qkv 32·96+96,
+    # out 32·32+32, FFN 32·128+128 + 128·32+32; final LayerNorm 2·32
+    block = 2 * 2 * 32 + (32 * 96 + 96) + (32 * 32 + 32) + (32 * 128 + 128) + (128 * 32 + 32)
+    want = 2 * 257 * 32 + block + 2 * 32
+    m, _ = M.load_model("tiny-gpt", init="pythia", width=32, depth=1, heads=2)
+    c = m.config
+    assert (c.hidden_size, c.num_hidden_layers, c.num_attention_heads,
+            c.intermediate_size) == (32, 1, 2, 128)
+    assert sum(p.numel() for p in m.parameters()) == want
+
+
+def test_pythia_init_uses_the_changed_width_and_depth():
+    d, L = 256, 2
+    m = M.random_model("pythia-14m", 257, init="pythia", width=d, depth=L, heads=8)
+    for n, p in m.named_parameters():
+        if "norm" in n or "bias" in n:
+            continue
+        if "dense_4h_to_h" in n or "attention.dense" in n:
+            assert p.std().item() == pytest.approx(2 / (L * d ** 0.5), rel=0.05), n
+        elif "dense_h_to_4h" in n or "query_key_value" in n:
+            assert p.std().item() == pytest.approx((2 / (5 * d)) ** 0.5, rel=0.05), n
+
+
+def test_a_changed_shape_equal_to_a_registry_shape_is_the_same_model():
+    a = M.random_model("pythia-14m", 257, width=256, heads=8, seed=3)
+    b = M.random_model("pythia-31m", 257, seed=3)
+    for (na, pa), (nb, pb) in zip(a.named_parameters(), b.named_parameters()):
+        assert na == nb and torch.equal(pa, pb)
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    (dict(model="pythia-14m", init="pythia", heads=3), "heads=3"),  # 128 % 3
+    (dict(model="pythia-14m", init="pythia", width=64, heads=16), "heads=16"),  # 4 dims
+    (dict(model="smollm2-135m", width=64), "width"),  # pre-trained: fixed weights
+    (dict(model="pythia-14m", init="pythia", depth=-1), "depth"),
+    (dict(model="pythia-14m", init="pythia", width=2.5), "width"),
+])
+def test_bad_shapes_fail_before_any_weights_load(kwargs, word):
+    from anticip_lib.trainer import check_run
+
+    cfg = RunConfig(corpus="cnn-embedded", n_docs=2, context_len=16, tokenizer="tiny-gpt"
+                    if kwargs.get("init") else "auto", **kwargs)
+    with pytest.raises(ValueError, match=word):
+        check_run(cfg)
+
+
+def test_shape_fields_keep_old_keys_and_name_new_ones():
+    old = RunConfig(model="pythia-14m", init="pythia")
+    assert "width" not in old.key_dict() and old.arch() == {}
+    new = RunConfig(model="pythia-14m", init="pythia", width=64, heads=8)
+    assert new.arch() == {"width": 64, "heads": 8}
+    assert results.config_key(old) != results.config_key(new)
+    assert "_pythia_w64_h8_" in results.run_stem(new)
+    assert M.describe("pythia-14m", "pythia", width=64, heads=8).startswith(
+        "Pythia-14M architecture with d=64, h=8, random init")
+
+
+# ---- pre-training ----------------------------------------------------------------
+
+def test_learning_rate_schedule_by_hand():
+    r = dict(warmup=4, steps=104, min_lr=0.1)
+    assert pretrain._lr_factor(0, r) == pytest.approx(0.25)
+    assert pretrain._lr_factor(3, r) == pytest.approx(1.0)
+    assert pretrain._lr_factor(4, r) == pytest.approx(1.0)  # cosine starts at the top
+    assert pretrain._lr_factor(54, r) == pytest.approx(0.55)  # half-way: (1 + 0.1) / 2
+    assert pretrain._lr_factor(104, r) == pytest.approx(0.1)
+
+
+def test_revisions_are_checked():
+    assert pretrain.revisions("news-tiny") == ("step0", "step10", "step20", "main")
+    assert pretrain.step_of("news-tiny", "main") == 20
+    with pytest.raises(ValueError, match="revision must be one of step0, step10"):
+        M.load_model("news-tiny", revision="step15")
+    with pytest.raises(ValueError, match="model must be one of"):
+        pretrain.recipe("news-2b")
+
+
+def test_pretraining_text_shares_no_article_with_the_fine_tuning_corpus():
+    from anticip_lib import data
+
+    pre = {i for i, _ in data.pretraining_texts()}
+    cnn = {i for i, _ in data.load_texts("cnn-embedded")}
+    assert len(pre) > 3000 and cnn and not pre & cnn
+
+
+@pytest.mark.slow
+def test_pretraining_writes_loadable_checkpoints_and_a_record(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANTICIP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("ANTICIP_RESULTS", str(tmp_path / "results"))
+    m0, tok = M.load_model("news-tiny", revision="step0")  # pre-trains (seconds)
+    m20, _ = M.load_model("news-tiny")  # "main" = the last step, from the cache
+    rec = pretrain.load_record("news-tiny")
+    assert rec["recipe"]["steps"] == 20 and set(rec["val_loss"]) == {"0", "10", "20"}
+    assert rec["val_loss"]["20"] < rec["val_loss"]["0"]  # it learned something
+    start = M.random_model("tiny-gpt", len(tok), init="pythia", seed=0)
+    for (n, a), (_, b) in zip(m0.named_parameters(), start.named_parameters()):
+        assert torch.equal(a, b), n  # step 0 is the recipe's Pythia-init draw
+    assert any(not torch.equal(a, b) for a, b in zip(m0.parameters(), m20.parameters()))
+    assert "pre-trained here" in M.describe("news-tiny", revision="step10")
+
+
+# ---- presets ---------------------------------------------------------------------
+
+def test_chapter2_shapes_match_the_registry():
+    for name, dims in presets.CH2_SHAPES.items():
+        s = M.MODELS[name]
+        assert (s.d_model, s.n_layers, s.n_heads) == dims
+
+
+def test_cpu_axes_hold_what_the_book_says():
+    axes = presets.ch2_axes("cpu")
+    dims = {a: [presets.ch2_dims(p.config) for p in pts]
+            for a, pts in axes.items() if a not in ("steps",)}
+    assert dims["width"] == [(64, 6, 8), (128, 6, 8), (256, 6, 8), (512, 6, 8)]
+    assert dims["depth"] == [(128, L, 4) for L in (2, 4, 6, 8, 12)]
+    assert dims["heads"] == [(128, 6, h) for h in (1, 2, 4, 8)]
+    assert [p.config.init for p in axes["init"]] == ["pythia", "normal"] * 2
+    # the 14M shape is chapter 1's runs: same configs, not recomputed
+    reused = presets.group("02_scale", "cpu", "reused").configs
+    ch1 = set(presets.group("01_phenomenon", "cpu", "main").configs)
+    assert set(reused) <= ch1 and {c.seed for c in reused} == set(range(5))
+    # every point of every axis is computed: 5 seeds × both orders
+    listed = set(presets.configs("02_scale", "cpu"))
+    for pts in axes.values():
+        for p in pts:
+            for o in ("cyclic", "shuffled"):
+                for s in range(5):
+                    assert RunConfig(**{**p.config.to_dict(), "order": o, "seed": s}) in listed
+
+
+def test_paper_axes_are_the_papers_runs():
+    axes = presets.ch2_axes("paper")
+    assert [p.config.model for p in axes["pretrained"]] == [
+        "pythia-160m", "pythia-410m", "pythia-1b", "pythia-1.4b", "pythia-2.8b"]
+    assert {p.config.revision for p in axes["size"]} == {"step0"}
+    assert [p.config.revision for p in axes["steps"]][:2] == ["step6000", "step12000"]
+    c = axes["width"][0].config
+    assert (c.model, c.init, c.width, c.optimizer, c.lr) == ("pythia-1b", "pythia", 256,
+                                                             "sgd", 1e-3)
+
+
+def test_seeds_override_applies_to_every_group():
+    S = presets.settings("02_scale", dict(preset="cpu", seeds=[7, 8], device="auto"))
+    assert {c.seed for g in S.groups for c in g.configs} == {7, 8}
+    with pytest.raises(ValueError, match="unknown parameter.*model for 02_scale"):
+        presets.settings("02_scale", dict(preset="cpu", seeds=None, device="auto"),
+                         defined={"preset", "model"})
+
+
+# ---- verdicts along an axis (hand-made per-seed values) ----------------------------
+
+def _point(label, cyc, shuf, seeds=(0, 1, 2, 3, 4), final=None):
+    cyc, shuf = np.asarray(cyc, float), np.asarray(shuf, float)
+    final = np.zeros(len(seeds)) if final is None else np.asarray(final, float)
+    c = stats.paired_interval(cyc, shuf)
+    return dict(label=label, n=len(seeds), expected=5, seeds=list(seeds), rs_cyc=cyc,
+                rs_shuf=shuf, contrast=c, verdict=stats.verdict(c), final=final)
+
+
+def test_trend_is_the_paired_change_of_the_contrast():
+    lo = _point("small", [0.2, 0.3, 0.2, 0.3, 0.25], [0.1, 0.1, 0.1, 0.1, 0.1])
+    hi = _point("big", [0.4, 0.5, 0.45, 0.5, 0.4], [0.1, 0.2, 0.1, 0.1, 0.1])
+    # contrasts per seed: small 0.1, 0.2, 0.1, 0.2, 0.15; big 0.3, 0.3, 0.35, 0.4, 0.3
+    iv = scale.change(lo, hi)  # big − small: 0.2, 0.1, 0.25, 0.2, 0.15
+    assert iv.mean == pytest.approx(0.18) and iv.n == 5
+    sd = np.std([0.2, 0.1, 0.25, 0.2, 0.15], ddof=1)
+    assert iv.hi - iv.mean == pytest.approx(2.776445 * sd / math.sqrt(5), rel=1e-5)
+    row = scale.claim("Fig. 3(a)", {"width": [lo, hi]}, 4)
+    assert row["verdict"] == "reproduced" and "big minus small" in row["measured"]
+    row = scale.claim("Fig. 3(a)", {"width": [hi, lo]}, 4)
+    assert row["verdict"] == "opposite"
+
+
+def test_change_pairs_only_the_seeds_both_points_have():
+    a = _point("a", [0.1, 0.2, 0.3], [0, 0, 0], seeds=(0, 1, 2))
+    b = _point("b", [0.5, 0.7], [0, 0], seeds=(1, 2))
+    assert scale.change(a, b).n == 2
+    assert scale.change(a, b).mean == pytest.approx(((0.5 - 0.2) + (0.7 - 0.3)) / 2)
+
+
+def test_null_claim_needs_a_narrow_interval():
+    assert scale.null_verdict(stats.Interval(0.0, -0.02, 0.02, 5), 0.05) == "reproduced"
+    assert scale.null_verdict(stats.Interval(0.1, 0.05, 0.15, 5), 0.05) == "not reproduced"
+    assert scale.null_verdict(stats.Interval(0.0, -0.2, 0.2, 5), 0.05) == "inconclusive"
+    assert scale.null_verdict(stats.Interval(0.0, -0.01, 0.01, 3), 0.05) == "inconclusive"
+
+
+def test_pairs_claim_and_missing_points():
+    pythia = _point("Pythia", [0.3] * 4 + [0.35], [0.1] * 5, final=[2.0] * 5)
+    normal = _point("normal", [0.1, 0.12, 0.1, 0.11, 0.1], [0.1] * 5, final=[2.5] * 5)
+    row = scale.claim("Fig. 15", {"init": [pythia, normal]}, 4)
+    assert row["verdict"] == "reproduced" and "final loss, second minus first: 0.50" in \
+        row["measured"]
+    missing = dict(label="normal", n=3, expected=5)
+    assert scale.claim("Fig. 15", {"init": [pythia, missing]}, 4)["verdict"] == \
+        "not yet computed"
+    assert scale.claim("Fig. 20", {}, 4)["verdict"] == "not in this preset"

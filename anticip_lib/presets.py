@@ -137,6 +137,11 @@ CH2_DEPTHS = (2, 4, 6, 8, 12)  # at d=128, h=4: L=6 is the 14M shape
 CH2_HEADS = (1, 2, 4, 8)  # at d=128, L=6: h=4 is the 14M shape
 CH2_SIZES = ("pythia-14m", "pythia-31m", "pythia-70m")  # Fig. 2(b): random-init shapes
 CH2_INIT_SIZES = ("pythia-14m", "pythia-31m")  # Fig. 15: both recipes on these
+# A check of the width axis, added after its fixed-lr runs showed the fit rising with
+# width (0.46 at d=64 → 0.74 at d=256): each width at a learning rate that moves its
+# fit toward the 14M shape's (0.60 at 1e-3), chosen on fit alone, before any of these
+# runs was computed. Adam's step is ~lr per weight, so a wider model moves further.
+CH2_WIDTH_LR = {64: 3e-3, 128: 1e-3, 256: 3e-4, 512: 3e-4}
 CH2_PRETRAINED = "news-14m"  # Figs. 2(a)/16 stand-in: pre-trained here (pretrain.py)
 CH2_REVISIONS = ("step0", "step250", "step500", "step1000", "main")
 
@@ -210,6 +215,9 @@ def ch2_axes(preset: str) -> dict:
             "size": tuple(P(f"{size(m)} shape", CH2_SHAPES[m][0], replace(base, model=m))
                           for m in CH2_SIZES),
             "width": tuple(P(f"d={w}", w, _ch2_shape(base, w, 6, 8)) for w in CH2_WIDTHS),
+            "width_lr": tuple(P(f"d={w}, lr {lr:g}", w, replace(_ch2_shape(base, w, 6, 8),
+                                                                lr=lr))
+                              for w, lr in CH2_WIDTH_LR.items()),
             "depth": tuple(P(f"L={L}", L, _ch2_shape(base, 128, L, 4)) for L in CH2_DEPTHS),
             "heads": tuple(P(f"h={h}", h, _ch2_shape(base, 128, 6, h)) for h in CH2_HEADS),
             "init": tuple(P(f"{size(m)} shape, {name}", i, replace(base, model=m, init=init))
@@ -247,6 +255,20 @@ def ch2_axes(preset: str) -> dict:
     }
 
 
+def ch2_gpu_points() -> tuple:
+    """Random-init points at the paper's protocol that need no Hub (bytes, the embedded
+    CNN articles) for one H200 without internet: `tools/gpu_02_scale.sh`, 3 seeds."""
+    base = RunConfig(model="pythia-160m", init="pythia", tokenizer="tiny-gpt",
+                     corpus="cnn-embedded", doc_split="main", n_docs=25, context_len=256,
+                     steps_per_doc=10, n_epochs=5, optimizer="sgd", lr=1e-3)
+    return tuple(Point(f"{m.removeprefix('pythia-').upper()} shape, bytes", i,
+                       replace(base, model=m))
+                 for i, m in enumerate(("pythia-160m", "pythia-410m")))
+
+
+CH2_GPU_SEEDS = (0, 1, 2)
+
+
 def _ch2(preset: str) -> list[Group]:
     """Every distinct point of the axes × seeds × both orders, cheapest first (so that
     a stopped sweep leaves whole axes behind). In the cpu preset the 14M shape is
@@ -268,6 +290,10 @@ def _ch2(preset: str) -> list[Group]:
     points.sort(key=cost)
     groups = [Group("runs", exp, tuple(r for c in points for r in ch1_main(c, seeds)),
                     f"every point of the chapter's axes, {len(seeds)} seeds × both orders")]
+    if preset == "paper":
+        groups.append(Group("gpu", exp, tuple(r for p in ch2_gpu_points()
+                                              for r in ch1_main(p.config, CH2_GPU_SEEDS)),
+                            "random-init 160M/410M shapes, bytes, no Hub: one H200"))
     if reused:
         groups.insert(0, Group("reused", "01_phenomenon", ch1_main(reused[0], seeds),
                                "the 14M shape: chapter 1's main runs, seeds 0-4"))

@@ -213,7 +213,27 @@ class Chapter:
             display(fig)
             plt.close(fig)
         display(plots.records_table([row(p, self.epoch) for p in self.stats[axis]]))
-        for item, axis_of, *_ in CLAIMS:
-            if axis_of == axis:
-                v = self.verdicts[item]
-                print(f"{item}: {v['verdict']} — {v['measured']}")
+        items = [item for item, axis_of, *_ in CLAIMS if axis_of == axis]
+        for item in items:
+            v = self.verdicts[item]
+            print(f"{item}: {v['verdict']} — {v['measured']}")
+        pts = [p for p in self.stats[axis] if p.get("n")]
+        if not items and len(pts) > 1:  # a check of the chapter's own, not a claim
+            iv = change(pts[0], pts[-1])
+            print(f"cyclic − shuffled RS({self.epoch}), {pts[-1]['label']} minus "
+                  f"{pts[0]['label']}: {iv.text()}")
+
+
+def committed(points, seeds, experiment: str, epoch: int) -> list[dict]:
+    """`point_stats` of points from the saved runs only (nothing is trained): for runs
+    computed elsewhere, e.g. on a GPU (`tools/gpu_02_scale.sh`)."""
+    from . import results
+
+    runs = {}
+    for p in points:
+        for o in ("cyclic", "shuffled"):
+            for s in seeds:
+                c = replace(p.config, order=o, seed=s)
+                if (r := results.find_run(c, experiment)) is not None:
+                    runs[c] = r
+    return [point_stats(p, point_runs(p, runs, seeds), epoch) for p in points]

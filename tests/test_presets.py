@@ -103,11 +103,13 @@ def test_toy_parameters_are_checked(bad, needle):
     (["-p", "preset", "nonsense"], "preset must be one of smoke, cpu, paper"),
     (["-p", "n_doc", "5"], "unknown parameter(s) n_doc"),
 ])
-@pytest.mark.parametrize("chapter", ["01_phenomenon", "07_toy_model"])
+@pytest.mark.parametrize("chapter", ["01_phenomenon", "02_scale", "07_toy_model"])
 def test_papermill_fails_fast_naming_the_parameter(tmp_path, args, needle, chapter):
     needle = needle.replace("01_phenomenon", chapter)
     if chapter == "07_toy_model" and "n_docs" in args:
         args, needle = ["-p", "n_tasks", "0"], "n_tasks must be an integer >= 2"
+    if chapter == "02_scale" and "n_docs" in args:  # its axes are fixed: seeds only
+        args, needle = ["-p", "seeds", "[-1]"], "seeds must be a non-empty list"
     t0 = time.time()
     out = subprocess.run(
         [sys.executable, "-m", "papermill", str(REPO / "notebooks" / f"{chapter}.ipynb"),

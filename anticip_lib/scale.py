@@ -45,6 +45,7 @@ def point_stats(point, by_order: dict, epoch: int) -> dict:
         label=point.label, n=len(cyc), expected=expected,
         seeds=[r.config.seed for r in cyc],
         rs_cyc=c["rs"][epoch - 1], rs_shuf=s["rs"][epoch - 1], contrast=contrast,
+        rs_epochs=c["rs"],  # (epochs, seeds): RS(n) of the cyclic runs for every n
         verdict=stats.verdict(contrast), fit=np.asarray(fit),
         final=np.asarray([float(np.mean(r.eval_loss[-1])) for r in cyc]),
         unstable=int(c["unstable"].sum() + s["unstable"].sum()),
@@ -195,8 +196,9 @@ class Chapter:
                 if v["cyclic"]}
 
     def show(self, axis: str, xlabel: str) -> None:
-        """Shift-averaged curves (cyclic), RS of both orders along the axis, the table
-        of points and the axis's verdict; a line saying so when the preset lacks it."""
+        """Shift-averaged curves and RS(n) per epoch (cyclic runs), RS of both orders
+        along the axis, the table of points and the axis's verdict; a line saying so
+        when the preset lacks the axis."""
         import matplotlib.pyplot as plt
         from IPython.display import display
 
@@ -207,7 +209,9 @@ class Chapter:
             return
         note = next((p["model"] for p in self.stats[axis] if p.get("n")), None)
         curves = {k: v["cyclic"] for k, v in self.points(axis).items()}
+        by_epoch = {p["label"]: p["rs_epochs"] for p in self.stats[axis] if p.get("n")}
         for fig in (plots.shift_averaged(curves, note=note),
+                    plots.recovery_intervals(by_epoch, note=note),
                     plots.along_axis(self.stats[axis], epoch=self.epoch, xlabel=xlabel,
                                      note=note)):
             display(fig)

@@ -144,6 +144,13 @@ CH2_INIT_SIZES = ("pythia-14m", "pythia-31m")  # Fig. 15: both recipes on these
 CH2_WIDTH_LR = {64: 3e-3, 128: 1e-3, 256: 3e-4, 512: 3e-4}
 CH2_PRETRAINED = "news-14m"  # Figs. 2(a)/16 stand-in: pre-trained here (pretrain.py)
 CH2_REVISIONS = ("step0", "step250", "step500", "step1000", "main")
+# Fine-tuned at chapter 1's lr (Adam reset 1e-3), every checkpoint past step 0 broke
+# chapter 1's stability rule (a document's loss rose to 1.8-3.6x its pre-trained
+# start). So the pre-trained checkpoints get a protocol of their own, chosen by
+# chapter 1's rules (CH1_RULES) on pilot documents of the last checkpoint, before any
+# RS of these pilot runs was seen: Adam reset at these learning rates, 3 seeds × both
+# orders.
+CH2_STEPS_PILOT_LRS = (1e-4, 3e-4, 1e-3)
 
 
 # (d, L, h) of the registry shapes chapter 2 names (models.registry has the same; only
@@ -294,6 +301,13 @@ def _ch2(preset: str) -> list[Group]:
         groups.append(Group("gpu", exp, tuple(r for p in ch2_gpu_points()
                                               for r in ch1_main(p.config, CH2_GPU_SEEDS)),
                             "random-init 160M/410M shapes, bytes, no Hub: one H200"))
+    if preset == "cpu":
+        pre = replace(reused[0], model=CH2_PRETRAINED, init="pretrained", tokenizer="auto",
+                      doc_split="pilot")
+        groups.insert(0, Group("steps_pilot", "02_scale/pilot", tuple(
+            r for lr in CH2_STEPS_PILOT_LRS
+            for r in ch1_main(replace(pre, lr=lr), CH1_SEEDS["pilot"])),
+            "pre-trained checkpoints' protocol: the last one, pilot documents"))
     if reused:
         groups.insert(0, Group("reused", "01_phenomenon", ch1_main(reused[0], seeds),
                                "the 14M shape: chapter 1's main runs, seeds 0-4"))

@@ -151,6 +151,9 @@ CH2_REVISIONS = ("step0", "step250", "step500", "step1000", "main")
 # RS of these pilot runs was seen: Adam reset at these learning rates, 3 seeds × both
 # orders.
 CH2_STEPS_PILOT_LRS = (1e-4, 3e-4, 1e-3)
+# What the rules chose from that pilot (the notebook re-derives it and fails if not)
+CH2_STEPS_PROTOCOL = dict(model=CH2_PRETRAINED, init="pretrained", tokenizer="auto",
+                          optimizer="adam_reset", lr=1e-4)
 
 
 # (d, L, h) of the registry shapes chapter 2 names (models.registry has the same; only
@@ -232,7 +235,10 @@ def ch2_axes(preset: str) -> dict:
                           for i, (init, name) in enumerate((("pythia", "Pythia init"),
                                                             ("normal", "N(0, 0.02²)")))),
             "steps": tuple(P(f"{_step(r, 2000)} steps", _step(r, 2000),
-                             replace(pre, revision=r)) for r in CH2_REVISIONS),
+                             replace(pre, revision=r, lr=CH2_STEPS_PROTOCOL["lr"]))
+                           for r in CH2_REVISIONS),
+            "steps_ch1_lr": tuple(P(f"{_step(r, 2000)} steps, lr 1e-3", _step(r, 2000),
+                                    replace(pre, revision=r)) for r in CH2_REVISIONS),
         }
     # paper: SPEC §2.3-2.5 and §4; T=25, C=256, M=10, E=5, GD lr 1e-3, CNN/DailyMail
     base = RunConfig(model="pythia-1b", corpus="cnn_dailymail", n_docs=25,

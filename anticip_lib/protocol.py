@@ -187,4 +187,5 @@ def check_choice(chosen: Verdict | None, expected: dict, overrides: dict) -> Non
     want = {k: expected[k] for k in ("model", "init", "optimizer", "lr")}
     if got != want:
         raise RuntimeError(f"the pilot rules choose {got}, but the preset runs {want}: "
-                           "update presets.CH1_CPU_PROTOCOL and recompute the main runs")
+                           "update the protocol in anticip_lib/presets.py and recompute "
+                           "the runs that use it")

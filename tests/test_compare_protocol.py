@@ -106,7 +106,7 @@ def test_check_choice_fails_when_rules_disagree_with_preset():
     v = protocol.judge(_pilot(1e-3), **RULES)[0]
     want = dict(model="pythia-14m", init="pythia", optimizer="adam_reset", lr=1e-3)
     protocol.check_choice(v, want, {})
-    with pytest.raises(RuntimeError, match="update presets.CH1_CPU_PROTOCOL"):
+    with pytest.raises(RuntimeError, match="update the protocol in anticip_lib/presets.py"):
         protocol.check_choice(v, {**want, "lr": 3e-3}, {})
     protocol.check_choice(v, {**want, "lr": 3e-3}, {"lr": 3e-3})  # overrides: no check
 

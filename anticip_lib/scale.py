@@ -221,11 +221,18 @@ class Chapter:
         for item in items:
             v = self.verdicts[item]
             print(f"{item}: {v['verdict']} — {v['measured']}")
-        pts = [p for p in self.stats[axis] if p.get("n")]
-        if not items and len(pts) > 1:  # a check of the chapter's own, not a claim
-            iv = change(pts[0], pts[-1])
-            print(f"cyclic − shuffled RS({self.epoch}), {pts[-1]['label']} minus "
-                  f"{pts[0]['label']}: {iv.text()}")
+        if not items and (text := self.check(axis)):  # the chapter's own check
+            print(text)
+
+    def check(self, axis: str) -> str | None:
+        """A check of the chapter's own (no paper claim): cyclic − shuffled RS, last
+        point minus first, paired by seed; None until every point has all its seeds."""
+        pts = self.stats.get(axis, [])
+        if len(pts) < 2 or any(p.get("n", 0) < p.get("expected", 1) for p in pts):
+            return None
+        iv = change(pts[0], pts[-1])
+        return (f"cyclic − shuffled RS({self.epoch}), {pts[-1]['label']} minus "
+                f"{pts[0]['label']}: {iv.text()}")
 
 
 def committed(points, seeds, experiment: str, epoch: int) -> list[dict]:

@@ -106,9 +106,10 @@ def chapter2_items() -> list[Item]:
     v = ch.verdicts
     first = next(iter(runs.values()), None)
     tok = "; byte tokenizer" if first is not None and "byte" in compare.model_label(first) else ""
-    proto = (f"T = {base.n_docs}, C = {base.context_len}, M = {base.steps_per_doc}, "
-             f"E = {base.n_epochs}, {base.optimizer} {base.lr:g}; "
-             f"{len(presets.CH2_SEEDS)} seeds per order")
+    tcme = (f"T = {base.n_docs}, C = {base.context_len}, M = {base.steps_per_doc}, "
+            f"E = {base.n_epochs}")
+    seeds = f"{len(presets.CH2_SEEDS)} seeds per order"
+    proto = f"{tcme}, {base.optimizer} {base.lr:g}; {seeds}"
     where = _link(2)
     shapes = f"random-init Pythia shapes (14M–70M; widths 64–512, depths 2–12){tok}; {proto}"
     not_cpu = "not tested at CPU scale (paper preset only)"
@@ -122,15 +123,20 @@ def chapter2_items() -> list[Item]:
     fig3 = dict(paper="recovery needs width ≥ 512 and depth ≥ 8 (random init, 1B config)",
                 verdict=w["verdict"] if w["verdict"] == d["verdict"] else
                 f"partly: width {w['verdict']}, depth {d['verdict']}",
-                measured=f"width: {w['measured']}; depth: {d['measured']}")
+                measured=f"width: {w['measured']}; depth: {d['measured']}"
+                + (f"; check, width at lr moved toward equal fit: {lr_check}"
+                   if (lr_check := ch.check("width_lr")) else ""))
     return [
         item("Fig. 2(a)", v["Fig. 2(a)"], "—"),
         item("Fig. 2(b)", v["Fig. 2(b)"], shapes),
         item("Fig. 3", fig3, shapes),
         item("Fig. 14", v["Fig. 14"], shapes),
         item("Fig. 15", v["Fig. 15"], shapes),
-        item("Fig. 16", v["Fig. 16"], f"a Pythia-14M shape pre-trained here (2,000 steps, "
-                                      f"non-CNN news, bytes), its checkpoints; {proto}"),
+        item("Fig. 16", v["Fig. 16"], "a Pythia-14M shape pre-trained here (2,000 steps, "
+                                      "non-CNN news, bytes), its checkpoints; Adam reset "
+                                      f"{presets.CH2_STEPS_PROTOCOL['lr']:g} (chosen by "
+                                      f"chapter 1's rules on pilot documents); {tcme}; "
+                                      f"{seeds}"),
         item("Fig. 20", v["Fig. 20"], "—"),
     ]
 

@@ -127,11 +127,17 @@ def test_chapter2_shapes_match_the_registry():
 def test_cpu_axes_hold_what_the_book_says():
     axes = presets.ch2_axes("cpu")
     dims = {a: [presets.ch2_dims(p.config) for p in pts]
-            for a, pts in axes.items() if a not in ("steps",)}
+            for a, pts in axes.items() if not a.startswith("steps")}
     assert dims["width"] == [(64, 6, 8), (128, 6, 8), (256, 6, 8), (512, 6, 8)]
     assert dims["depth"] == [(128, L, 4) for L in (2, 4, 6, 8, 12)]
     assert dims["heads"] == [(128, 6, h) for h in (1, 2, 4, 8)]
     assert [p.config.init for p in axes["init"]] == ["pythia", "normal"] * 2
+    assert [(presets.ch2_dims(p.config)[0], p.config.lr) for p in axes["width_lr"]] == [
+        (64, 3e-3), (128, 1e-3), (256, 3e-4), (512, 3e-4)]
+    # the pre-trained checkpoints: the pilot's choice, and chapter 1's lr kept beside it
+    assert {p.config.lr for p in axes["steps"]} == {presets.CH2_STEPS_PROTOCOL["lr"]}
+    assert {p.config.lr for p in axes["steps_ch1_lr"]} == {1e-3}
+    assert [p.config.revision for p in axes["steps"]] == list(presets.CH2_REVISIONS)
     # the 14M shape is chapter 1's runs: same configs, not recomputed
     reused = presets.group("02_scale", "cpu", "reused").configs
     ch1 = set(presets.group("01_phenomenon", "cpu", "main").configs)

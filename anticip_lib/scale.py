@@ -207,7 +207,7 @@ class Chapter:
         if axis not in self.axes:
             print(f"This preset has no {axis!r} axis.")
             return
-        note = next((p["model"] for p in self.stats[axis] if p.get("n")), None)
+        note = self.note(axis)
         curves = {k: v["cyclic"] for k, v in self.points(axis).items()}
         by_epoch = {p["label"]: p["rs_epochs"] for p in self.stats[axis] if p.get("n")}
         for fig in (plots.shift_averaged(curves, note=note),
@@ -223,6 +223,22 @@ class Chapter:
             print(f"{item}: {v['verdict']} — {v['measured']}")
         if not items and (text := self.check(axis)):  # the chapter's own check
             print(text)
+
+    def note(self, axis: str) -> str | None:
+        """The model note under an axis's figures: the model's label when every point
+        has the same one, else a pointer to the labels (and the tokenizer they share)."""
+        import os
+
+        labels = {p["model"] for p in self.stats[axis] if p.get("n")}
+        if len(labels) <= 1:
+            return next(iter(labels), None)
+        shared = os.path.commonprefix([x[::-1] for x in labels])[::-1]
+        cut = min((i for i in (shared.find(", "), shared.find("; ")) if i >= 0), default=-1)
+        shared = shared[cut:] if cut >= 0 else ""
+        start = os.path.commonprefix(list(labels))
+        if not shared and " @ " in start:  # checkpoints of one model: "<model> @ <rev>"
+            return f"{start.rsplit(' @ ', 1)[0]}, at the checkpoint of each point"
+        return f"each point's model as labelled (parameters in the table){shared}"
 
     def check(self, axis: str) -> str | None:
         """A check of the chapter's own (no paper claim): cyclic − shuffled RS, last

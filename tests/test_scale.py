@@ -218,3 +218,15 @@ def test_pairs_claim_and_missing_points():
     assert scale.claim("Fig. 15", {"init": [pythia, missing]}, 4)["verdict"] == \
         "not yet computed"
     assert scale.claim("Fig. 20", {}, 4)["verdict"] == "not in this preset"
+
+
+def test_model_note_names_what_the_points_share():
+    ch = scale.Chapter.__new__(scale.Chapter)
+    lab = lambda m: f"{m} architecture, random init (Pythia recipe); byte-level"  # noqa: E731
+    ch.stats = {"a": [dict(n=5, model=lab("Pythia-14M")), dict(n=5, model=lab("Pythia-31M"))],
+                "b": [dict(n=5, model="ours @ step0"), dict(n=5, model="ours @ main")],
+                "c": [dict(n=5, model="same"), dict(n=0)]}
+    assert ch.note("a") == ("each point's model as labelled (parameters in the table), "
+                            "random init (Pythia recipe); byte-level")
+    assert ch.note("b") == "ours, at the checkpoint of each point"
+    assert ch.note("c") == "same"

@@ -157,6 +157,14 @@ def table(columns: dict, *, fmt: str = ".3f"):
     return Markdown("\n".join(lines))
 
 
+def interval_bars(ax, x, ivs, label: str, c: str) -> None:
+    """Intervals (`stats.Interval`s) drawn at `x` as their means joined by a line, with
+    error bars to their ends (none where an interval is undefined)."""
+    m = np.array([iv.mean for iv in ivs])
+    err = np.array([[iv.mean - iv.lo, iv.hi - iv.mean] for iv in ivs]).T
+    ax.errorbar(x, m, yerr=np.nan_to_num(err), fmt="o-", color=c, capsize=3, label=label)
+
+
 def recovery_intervals(scores_by_label: dict, *, note: str | None = None, ax=None):
     """RS(n) per epoch with the mean and a 95 % t interval over seeds per label.
 
@@ -172,10 +180,7 @@ def recovery_intervals(scores_by_label: dict, *, note: str | None = None, ax=Non
         scores = np.atleast_2d(np.asarray(scores_by_label[label], dtype=float))
         ivs = [stats.t_interval(row) for row in scores]
         x = np.arange(1, len(ivs) + 1) + (i * 0.12 - width / 2)
-        m = np.array([iv.mean for iv in ivs])
-        err = np.array([[iv.mean - iv.lo, iv.hi - iv.mean] for iv in ivs]).T
-        ax.errorbar(x, m, yerr=np.nan_to_num(err), fmt="o-", color=color(label, i),
-                    capsize=3, label=n_label(label, ivs[0].n))
+        interval_bars(ax, x, ivs, n_label(label, ivs[0].n), color(label, i))
     rs_axes(ax)
     ax.legend(frameon=False)
     model_note(ax, note)
@@ -233,11 +238,8 @@ def along_axis(points: list[dict], *, epoch: int, xlabel: str, note: str | None 
     x = np.arange(len(pts))
     for i, (order, key) in enumerate((("cyclic", "rs_cyc"), ("shuffled", "rs_shuf"))):
         ivs = [stats.t_interval(p[key]) for p in pts]
-        m = np.array([iv.mean for iv in ivs])
-        err = np.nan_to_num(np.array([[iv.mean - iv.lo, iv.hi - iv.mean] for iv in ivs]).T)
         n = min((iv.n for iv in ivs), default=0)
-        ax.errorbar(x + (i - 0.5) * 0.1, m, yerr=err, fmt="o-", color=color(order),
-                    capsize=3, label=n_label(order, n))
+        interval_bars(ax, x + (i - 0.5) * 0.1, ivs, n_label(order, n), color(order))
     ax.axhline(0, color="0.6", lw=1, zorder=0)
     ax.set_xticks(x, [p["label"] for p in pts])
     ax.set_xlabel(xlabel)

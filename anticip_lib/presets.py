@@ -70,6 +70,14 @@ CH1_CPU_PROTOCOL = dict(model="pythia-14m", init="pythia", tokenizer="tiny-gpt",
                         optimizer="adam_reset", lr=1e-3)
 
 
+# The smoke preset's run (seconds) and chapter 1's chosen cpu protocol on its main
+# documents: the base of chapters 1 and 2 alike
+SMOKE_BASE = RunConfig(model="tiny-gpt", init="pythia", corpus="cnn-embedded", n_docs=3,
+                       context_len=16, steps_per_doc=2, n_epochs=3, optimizer="adam_reset",
+                       lr=1e-3, doc_split="main")
+CH1_CPU_BASE = RunConfig(**CH1_CPU_PROTOCOL, doc_split="main", **_CH1_SHAPE)
+
+
 def _ch1_pilot() -> list[Group]:
     pilot = [
         RunConfig(model=m, init=i, tokenizer=tok, optimizer=opt, lr=lr, order=o, seed=s,
@@ -98,13 +106,10 @@ def ch1_main(base: RunConfig, seeds) -> tuple:
 
 def _ch1(preset: str) -> list[Group]:
     if preset == "smoke":
-        base = RunConfig(model="tiny-gpt", init="pythia", corpus="cnn-embedded",
-                         n_docs=3, context_len=16, steps_per_doc=2, n_epochs=3,
-                         optimizer="adam_reset", lr=1e-3, doc_split="main")
-        return [Group("main", "smoke/01_phenomenon", ch1_main(base, (0, 1)),
+        return [Group("main", "smoke/01_phenomenon", ch1_main(SMOKE_BASE, (0, 1)),
                       "tiny-gpt, seconds")]
     if preset == "cpu":
-        base = RunConfig(**CH1_CPU_PROTOCOL, doc_split="main", **_CH1_SHAPE)
+        base = CH1_CPU_BASE
         corpora = tuple(r for c in CH1_OTHER_CORPORA
                         for r in ch1_main(replace(base, corpus=c, doc_split="all"),
                                           CH1_SEEDS["corpora"]))
@@ -186,18 +191,17 @@ class Point:
     protocol; `config` is its cyclic seed-0 run (the others differ in seed and order)."""
 
     label: str
-    x: float
     config: RunConfig
 
-
-# The axes of chapter 2 and the paper's figure each stands in for
-CH2_AXES = {"pretrained": "Fig. 2(a)", "size": "Fig. 2(b)", "width": "Fig. 3(a)",
-            "depth": "Fig. 3(b)", "heads": "Fig. 14", "init": "Fig. 15",
-            "steps": "Fig. 16", "gpt2": "Fig. 20"}
 
 
 def _step(revision: str, last: int) -> int:
     return last if revision == "main" else int(revision.removeprefix("step"))
+
+
+def _size(model: str) -> str:
+    """"pythia-14m" → "14M"."""
+    return model.removeprefix("pythia-").upper()
 
 
 def ch2_axes(preset: str) -> dict:
@@ -205,39 +209,35 @@ def ch2_axes(preset: str) -> dict:
     _check("02_scale", preset)
     P = Point
     if preset == "smoke":
-        base = RunConfig(model="tiny-gpt", init="pythia", corpus="cnn-embedded",
-                         n_docs=3, context_len=16, steps_per_doc=2, n_epochs=3,
-                         optimizer="adam_reset", lr=1e-3, doc_split="main")
+        base = SMOKE_BASE
         pre = replace(base, model="news-tiny", init="pretrained", tokenizer="auto")
         return {
-            "width": (P("d=32", 32, replace(base, width=32, heads=2)), P("d=64", 64, base)),
-            "depth": (P("L=1", 1, replace(base, depth=1)), P("L=2", 2, base)),
-            "init": (P("tiny, Pythia init", 0, base),
-                     P("tiny, N(0, 0.02²)", 1, replace(base, init="normal"))),
-            "steps": tuple(P(f"{_step(r, 20)} steps", _step(r, 20), replace(pre, revision=r))
+            "width": (P("d=32", replace(base, width=32, heads=2)), P("d=64", base)),
+            "depth": (P("L=1", replace(base, depth=1)), P("L=2", base)),
+            "init": (P("tiny, Pythia init", base),
+                     P("tiny, N(0, 0.02²)", replace(base, init="normal"))),
+            "steps": tuple(P(f"{_step(r, 20)} steps", replace(pre, revision=r))
                            for r in ("step0", "main")),
         }
     if preset == "cpu":
-        base = RunConfig(**CH1_CPU_PROTOCOL, doc_split="main", **_CH1_SHAPE)
+        base = CH1_CPU_BASE
         pre = replace(base, model=CH2_PRETRAINED, init="pretrained", tokenizer="auto")
-        size = lambda m: m.removeprefix("pythia-").upper()  # noqa: E731
         return {
-            "size": tuple(P(f"{size(m)} shape", CH2_SHAPES[m][0], replace(base, model=m))
+            "size": tuple(P(f"{_size(m)} shape", replace(base, model=m))
                           for m in CH2_SIZES),
-            "width": tuple(P(f"d={w}", w, _ch2_shape(base, w, 6, 8)) for w in CH2_WIDTHS),
-            "width_lr": tuple(P(f"d={w}, lr {lr:g}", w, replace(_ch2_shape(base, w, 6, 8),
-                                                                lr=lr))
+            "width": tuple(P(f"d={w}", _ch2_shape(base, w, 6, 8)) for w in CH2_WIDTHS),
+            "width_lr": tuple(P(f"d={w}, lr {lr:g}", replace(_ch2_shape(base, w, 6, 8), lr=lr))
                               for w, lr in CH2_WIDTH_LR.items()),
-            "depth": tuple(P(f"L={L}", L, _ch2_shape(base, 128, L, 4)) for L in CH2_DEPTHS),
-            "heads": tuple(P(f"h={h}", h, _ch2_shape(base, 128, 6, h)) for h in CH2_HEADS),
-            "init": tuple(P(f"{size(m)} shape, {name}", i, replace(base, model=m, init=init))
+            "depth": tuple(P(f"L={L}", _ch2_shape(base, 128, L, 4)) for L in CH2_DEPTHS),
+            "heads": tuple(P(f"h={h}", _ch2_shape(base, 128, 6, h)) for h in CH2_HEADS),
+            "init": tuple(P(f"{_size(m)} shape, {name}", replace(base, model=m, init=init))
                           for m in CH2_INIT_SIZES
-                          for i, (init, name) in enumerate((("pythia", "Pythia init"),
-                                                            ("normal", "N(0, 0.02²)")))),
-            "steps": tuple(P(f"{_step(r, 2000)} steps", _step(r, 2000),
+                          for init, name in (("pythia", "Pythia init"),
+                                             ("normal", "N(0, 0.02²)"))),
+            "steps": tuple(P(f"{_step(r, 2000)} steps",
                              replace(pre, revision=r, lr=CH2_STEPS_PROTOCOL["lr"]))
                            for r in CH2_REVISIONS),
-            "steps_ch1_lr": tuple(P(f"{_step(r, 2000)} steps, lr 1e-3", _step(r, 2000),
+            "steps_ch1_lr": tuple(P(f"{_step(r, 2000)} steps, lr 1e-3",
                                     replace(pre, revision=r)) for r in CH2_REVISIONS),
         }
     # paper: SPEC §2.3-2.5 and §4; T=25, C=256, M=10, E=5, GD lr 1e-3, CNN/DailyMail
@@ -245,26 +245,24 @@ def ch2_axes(preset: str) -> dict:
                      context_len=256, steps_per_doc=10, n_epochs=5, optimizer="sgd",
                      lr=1e-3, doc_filter="any")
     sizes = ("pythia-160m", "pythia-410m", "pythia-1b", "pythia-1.4b", "pythia-2.8b")
-    size = lambda m: m.removeprefix("pythia-").upper()  # noqa: E731
     rand = replace(base, init="pythia")  # the official scratch script's recipe
     return {
-        "pretrained": tuple(P(size(m), i, replace(base, model=m)) for i, m in enumerate(sizes)),
+        "pretrained": tuple(P(_size(m), replace(base, model=m)) for m in sizes),
         # Pythia's own step-0 weights, as the official scratch script loads them
-        "size": tuple(P(size(m), i, replace(base, model=m, revision="step0"))
-                      for i, m in enumerate(sizes)),
-        "width": tuple(P(f"d={w}", w, replace(rand, width=w) if w != 2048 else rand)
+        "size": tuple(P(_size(m), replace(base, model=m, revision="step0"))
+                      for m in sizes),
+        "width": tuple(P(f"d={w}", replace(rand, width=w) if w != 2048 else rand)
                        for w in (256, 512, 1024, 2048)),
-        "depth": tuple(P(f"L={L}", L, replace(rand, depth=L) if L != 16 else rand)
+        "depth": tuple(P(f"L={L}", replace(rand, depth=L) if L != 16 else rand)
                        for L in (2, 4, 8, 16)),
-        "heads": tuple(P(f"h={h}", h, replace(rand, heads=h) if h != 8 else rand)
+        "heads": tuple(P(f"h={h}", replace(rand, heads=h) if h != 8 else rand)
                        for h in (2, 4, 8, 16)),
-        "init": (P("1B shape, Pythia init", 0, rand),
-                 P("1B shape, N(0, 0.02²)", 1, replace(base, init="normal"))),
-        "steps": tuple(P(f"{_step(r, 143000)} steps", _step(r, 143000),
-                         replace(base, revision=r))
+        "init": (P("1B shape, Pythia init", rand),
+                 P("1B shape, N(0, 0.02²)", replace(base, init="normal"))),
+        "steps": tuple(P(f"{_step(r, 143000)} steps", replace(base, revision=r))
                        for r in ("step6000", "step12000", "step24000", "step48000",
                                  "step96000", "main")),
-        "gpt2": (P("GPT-2 large", 0, replace(base, model="openai-community/gpt2-large")),),
+        "gpt2": (P("GPT-2 large", replace(base, model="openai-community/gpt2-large")),),
     }
 
 
@@ -274,9 +272,8 @@ def ch2_gpu_points() -> tuple:
     base = RunConfig(model="pythia-160m", init="pythia", tokenizer="tiny-gpt",
                      corpus="cnn-embedded", doc_split="main", n_docs=25, context_len=256,
                      steps_per_doc=10, n_epochs=5, optimizer="sgd", lr=1e-3)
-    return tuple(Point(f"{m.removeprefix('pythia-').upper()} shape, bytes", i,
-                       replace(base, model=m))
-                 for i, m in enumerate(("pythia-160m", "pythia-410m")))
+    return tuple(Point(f"{_size(m)} shape, bytes", replace(base, model=m))
+                 for m in ("pythia-160m", "pythia-410m"))
 
 
 CH2_GPU_SEEDS = (0, 1, 2)
@@ -289,16 +286,14 @@ def _ch2(preset: str) -> list[Group]:
     seeds = (0, 1) if preset == "smoke" else CH2_SEEDS
     exp = "smoke/02_scale" if preset == "smoke" else "02_scale"
     points = list(dict.fromkeys(p.config for pts in ch2_axes(preset).values() for p in pts))
-    reused = ()
     if preset == "cpu":
-        reused = (RunConfig(**CH1_CPU_PROTOCOL, doc_split="main", **_CH1_SHAPE),)
-        points.remove(reused[0])
+        points.remove(CH1_CPU_BASE)  # chapter 1's main runs
 
-    def cost(c):
+    def cost(c):  # random-init shapes by d²L, then the pre-trained checkpoints
         if c.model in CH2_SHAPES:
             d, L, _ = ch2_dims(c)
-            return (c.model.startswith("news"), L * d * d)
-        return (True, 0)
+            return (0, L * d * d)
+        return (1, 0)
 
     points.sort(key=cost)
     groups = [Group("runs", exp, tuple(r for c in points for r in ch1_main(c, seeds)),
@@ -308,14 +303,13 @@ def _ch2(preset: str) -> list[Group]:
                                               for r in ch1_main(p.config, CH2_GPU_SEEDS)),
                             "random-init 160M/410M shapes, bytes, no Hub: one H200"))
     if preset == "cpu":
-        pre = replace(reused[0], model=CH2_PRETRAINED, init="pretrained", tokenizer="auto",
+        pre = replace(CH1_CPU_BASE, model=CH2_PRETRAINED, init="pretrained", tokenizer="auto",
                       doc_split="pilot")
         groups.insert(0, Group("steps_pilot", "02_scale/pilot", tuple(
             r for lr in CH2_STEPS_PILOT_LRS
             for r in ch1_main(replace(pre, lr=lr), CH1_SEEDS["pilot"])),
             "pre-trained checkpoints' protocol: the last one, pilot documents"))
-    if reused:
-        groups.insert(0, Group("reused", "01_phenomenon", ch1_main(reused[0], seeds),
+        groups.insert(0, Group("reused", "01_phenomenon", ch1_main(CH1_CPU_BASE, seeds),
                                "the 14M shape: chapter 1's main runs, seeds 0-4"))
     return groups
 

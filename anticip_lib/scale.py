@@ -7,6 +7,7 @@ an axis, the change of a per-seed statistic between two points, paired by seed (
 same seed trains the same documents at every point).
 """
 
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -227,8 +228,6 @@ class Chapter:
     def note(self, axis: str) -> str | None:
         """The model note under an axis's figures: the model's label when every point
         has the same one, else a pointer to the labels (and the tokenizer they share)."""
-        import os
-
         labels = {p["model"] for p in self.stats[axis] if p.get("n")}
         if len(labels) <= 1:
             return next(iter(labels), None)

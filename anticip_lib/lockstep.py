@@ -441,6 +441,7 @@ def train_many(
     on_episode_end=None,
     checkpoint_every: float = 0.0,
     keep_checkpoint: bool = False,
+    overlap_eval: bool | None = None,
 ) -> list[Run]:
     """Train K runs in lockstep; `[Run]` equal to `trainer.train` run by run.
 
@@ -462,6 +463,13 @@ def train_many(
     model on a GPU trains an episode in less time than it takes to write its weights.
     keep_checkpoint: leave the final checkpoint for the caller to delete once the
     results are saved (a kill before that then resumes without training).
+    overlap_eval: evaluate episode k's weights (a copy) in a second thread while
+    episode k+1 trains ("neox" engine only). Default: on a CPU with ≥ 2 threads, where a batch-1 step of a
+    small model gains nothing from a second thread (measured: slower) and evaluation is
+    a third of the work; the torch thread count is halved between the two meanwhile
+    (restored on return). Same arrays as without (each evaluation reads exactly the
+    weights after its episode); a checkpoint may then hold the weights of an episode
+    whose evaluation was still running, and a resume evaluates it first.
     """
     orders = _check_args(models, inputs, labels, orders, attention_mask, steps_per_doc,
                          optimizer, lr_schedule, precision, engine)
@@ -503,11 +511,12 @@ def train_many(
     dense = [p for n, p in params.items() if n in trainable
              and not (sparse and n == embed_name)]
     opt = _make_opt(optimizer, dense, lr)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+    def autocast():  # a fresh context each time: two threads may be inside one
+        return torch.autocast(device.type, dtype=torch.bfloat16,
                               enabled=precision == "bf16")
 
     def losses(x, y, m, embed=None):
-        with autocast:
+        with autocast():
             if engine == "neox":
                 K_, n = x.shape[:2]
                 logits = net.logits(x, _mask4(m), embed)
@@ -524,24 +533,26 @@ def train_many(
         eval_batch = n_docs if per_doc == 0 else max(1, min(n_docs, EVAL_BUDGET // per_doc))
     block_bytes = 2**23 if device.type == "cpu" else 2**28  # a cache's worth of logits
 
-    def evaluate():
+    def evaluate(weights):
+        """(K, T) losses of every document under `weights` (params or a copy)."""
+        ev = copy.copy(net)
+        ev.p = weights
         out = []
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             for i in range(0, n_docs, eval_batch):
                 x, y = inputs[:, i:i + eval_batch], labels[:, i:i + eval_batch]
                 m = None if attention_mask is None else attention_mask[:, i:i + eval_batch]
                 if engine == "neox":
-                    with autocast:
-                        out.append(net.eval_nll(x, y, _mask4(m), block_bytes).float())
+                    out.append(ev.eval_nll(x, y, _mask4(m), block_bytes).float())
                 else:
-                    out.append(losses(x, y, m).float())
+                    out.append(ev.losses(x, y, m).float())
         return torch.cat(out, dim=1).double().cpu().numpy()
 
     total_steps = n_episodes * steps_per_doc
     eval_loss = np.full((K, n_episodes + 1, n_docs), np.nan)
     train_loss = np.full((K, total_steps), np.nan)
     ckpt = Path(checkpoint) if checkpoint is not None else None
-    done = 0
+    done, evaluated = 0, -1  # episodes trained; the last row of eval_loss filled
     if ckpt is not None and ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=True)
         if state.get("fingerprint") != fp:
@@ -555,74 +566,124 @@ def train_many(
         eval_loss = state["eval_loss"].numpy().copy()
         train_loss = state["train_loss"].numpy().copy()
         done = int(state["done"])
+        evaluated = int(state.get("evaluated", done))
+
+    if overlap_eval is None:
+        overlap_eval = (engine == "neox" and device.type == "cpu"
+                        and torch.get_num_threads() >= 2)
+    elif overlap_eval and engine != "neox":  # functional_call is not thread-safe
+        raise ValueError("overlap_eval=True needs the 'neox' engine; this call uses "
+                         f"'{engine}'")
+    threads = torch.get_num_threads()
+    pool = None
+    if overlap_eval:
+        from concurrent.futures import ThreadPoolExecutor
+
+        if engine == "neox":  # filled once here, not by two threads at once
+            net.rope(inputs.shape[-1], device)
+        torch.set_num_threads(max(1, threads // 2))
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lockstep-eval")
+
+    def submit(k):
+        """Start evaluating the weights after episode k (row k of eval_loss)."""
+        if pool is None:
+            return k, evaluate(params)
+        weights = {n: p.detach().clone() for n, p in params.items()}
+        return k, pool.submit(evaluate, weights)
+
+    def finish(job):
+        """Wait for a submitted evaluation and file its row; returns its episode."""
+        k, row = job
+        eval_loss[:, k] = row if pool is None else row.result()
+        if on_episode_end is not None:
+            on_episode_end(k, eval_loss[:, k])
+        return k
+
+    def save(k):
+        nonlocal last_save
+        _save_atomic({
+            "fingerprint": fp,
+            "params": {n: p.detach() for n, p in params.items()},
+            # Adam-reset starts the next episode with a fresh optimizer: no state
+            "optimizer": (None if opt is None or optimizer == "adam_reset"
+                          else opt.state_dict()),
+            "rng": torch.get_rng_state(),
+            "eval_loss": torch.from_numpy(eval_loss),
+            "train_loss": torch.from_numpy(train_loss),
+            "done": k,
+            "evaluated": evaluated,  # < k: row k is evaluated first on resume
+        }, ckpt)
+        last_save = time.perf_counter()
 
     t0 = last_save = time.perf_counter()
-    if done == 0:
-        eval_loss[:, 0] = evaluate()
-        if on_episode_end is not None:
-            on_episode_end(0, eval_loss[:, 0])
     bar = tqdm(total=n_episodes, initial=done, desc=f"{K} runs in lockstep",
                disable=not progress)
     runs_k = torch.arange(K, device=device)
     orders_t = torch.as_tensor(orders, device=device)
-    for k in range(done + 1, n_episodes + 1):  # episode k trains orders[:, k-1]
-        d = orders_t[:, k - 1]
-        x, y = inputs[runs_k, d].unsqueeze(1), labels[runs_k, d].unsqueeze(1)
-        m = None if attention_mask is None else attention_mask[runs_k, d].unsqueeze(1)
-        if optimizer == "adam_reset":  # a fresh Adam for every run's next document
-            opt = _make_opt("adam", dense, lr)
-        embed, sub_opt = None, None
-        if sparse:  # this episode's rows of each run's input embedding, as a leaf
-            ids = x.reshape(K, -1)
-            uniq = [torch.unique(ids[r], return_inverse=True) for r in range(K)]
-            U = max(u.numel() for u, _ in uniq)
-            rows = torch.zeros(K, U, dtype=torch.long, device=device)
-            valid = torch.zeros(K, U, dtype=torch.bool, device=device)
-            local = torch.empty_like(ids)
-            for r, (u, inv) in enumerate(uniq):
-                rows[r, :u.numel()], valid[r, :u.numel()], local[r] = u, True, inv
-            table = params[embed_name]
-            sub = table.detach()[runs_k[:, None], rows].clone().requires_grad_(True)
-            embed = (sub, local.view_as(x))
-            sub_opt = _make_opt("adam" if optimizer == "adam_reset" else "sgd", [sub], lr)
-        step_losses = torch.empty(K, steps_per_doc, device=device)
-        for j in range(steps_per_doc):
-            step = (k - 1) * steps_per_doc + j
-            lr_now = _lr_at(step, total_steps, lr, lr_schedule)
-            for o in (opt, sub_opt):
-                if o is not None:
-                    for group in o.param_groups:
-                        group["lr"] = lr_now
-                    o.zero_grad(set_to_none=True)
-            loss = losses(x, y, m, embed).squeeze(1).float()  # (K,)
-            loss.sum().backward()  # run k's gradient is its own loss's gradient
-            for o in (opt, sub_opt):
-                if o is not None:
-                    o.step()
-            step_losses[:, j] = loss.detach()
-        if sparse:  # write the trained rows back
-            with torch.no_grad():
+    try:
+        job = submit(done) if evaluated < done else None
+        if pool is None and job is not None:
+            evaluated, job = finish(job), None
+        for k in range(done + 1, n_episodes + 1):  # episode k trains orders[:, k-1]
+            d = orders_t[:, k - 1]
+            x, y = inputs[runs_k, d].unsqueeze(1), labels[runs_k, d].unsqueeze(1)
+            m = None if attention_mask is None else attention_mask[runs_k, d].unsqueeze(1)
+            if optimizer == "adam_reset":  # a fresh Adam for every run's next document
+                opt = _make_opt("adam", dense, lr)
+            embed, sub_opt = None, None
+            if sparse:  # this episode's rows of each run's input embedding, as a leaf
+                ids = x.reshape(K, -1)
+                uniq = [torch.unique(ids[r], return_inverse=True) for r in range(K)]
+                U = max(u.numel() for u, _ in uniq)
+                rows = torch.zeros(K, U, dtype=torch.long, device=device)
+                valid = torch.zeros(K, U, dtype=torch.bool, device=device)
+                local = torch.empty_like(ids)
+                for r, (u, inv) in enumerate(uniq):
+                    rows[r, :u.numel()], valid[r, :u.numel()], local[r] = u, True, inv
                 table = params[embed_name]
-                table[runs_k[:, None].expand_as(rows)[valid], rows[valid]] = sub.detach()[valid]
-        train_loss[:, (k - 1) * steps_per_doc:k * steps_per_doc] = step_losses.cpu().numpy()
-        eval_loss[:, k] = evaluate()
-        if on_episode_end is not None:
-            on_episode_end(k, eval_loss[:, k])
-        if ckpt is not None and (k == n_episodes or
-                                 time.perf_counter() - last_save >= checkpoint_every):
-            _save_atomic({
-                "fingerprint": fp,
-                "params": {n: p.detach() for n, p in params.items()},
-                # Adam-reset starts the next episode with a fresh optimizer: no state
-                "optimizer": (None if opt is None or optimizer == "adam_reset"
-                              else opt.state_dict()),
-                "rng": torch.get_rng_state(),
-                "eval_loss": torch.from_numpy(eval_loss),
-                "train_loss": torch.from_numpy(train_loss),
-                "done": k,
-            }, ckpt)
-            last_save = time.perf_counter()
-        bar.update(1)
+                sub = table.detach()[runs_k[:, None], rows].clone().requires_grad_(True)
+                embed = (sub, local.view_as(x))
+                sub_opt = _make_opt("adam" if optimizer == "adam_reset" else "sgd", [sub],
+                                    lr)
+            step_losses = torch.empty(K, steps_per_doc, device=device)
+            for j in range(steps_per_doc):
+                step = (k - 1) * steps_per_doc + j
+                lr_now = _lr_at(step, total_steps, lr, lr_schedule)
+                for o in (opt, sub_opt):
+                    if o is not None:
+                        for group in o.param_groups:
+                            group["lr"] = lr_now
+                        o.zero_grad(set_to_none=True)
+                loss = losses(x, y, m, embed).squeeze(1).float()  # (K,)
+                loss.sum().backward()  # run k's gradient is its own loss's gradient
+                for o in (opt, sub_opt):
+                    if o is not None:
+                        o.step()
+                step_losses[:, j] = loss.detach()
+            if sparse:  # write the trained rows back
+                with torch.no_grad():
+                    table = params[embed_name]
+                    table[runs_k[:, None].expand_as(rows)[valid],
+                          rows[valid]] = sub.detach()[valid]
+            train_loss[:, (k - 1) * steps_per_doc:k * steps_per_doc] = \
+                step_losses.cpu().numpy()
+            if job is not None:  # episode k-1's evaluation ran while k trained
+                evaluated, job = finish(job), None
+            job = submit(k)
+            if pool is None:
+                evaluated, job = finish(job), None
+            if ckpt is not None and k < n_episodes and (
+                    time.perf_counter() - last_save >= checkpoint_every):
+                save(k)
+            bar.update(1)
+        if job is not None:
+            evaluated, job = finish(job), None
+        if ckpt is not None and n_episodes > done:  # the last episode is always saved
+            save(n_episodes)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+            torch.set_num_threads(threads)
     bar.close()
     wall = time.perf_counter() - t0
     if ckpt is not None and ckpt.exists() and not keep_checkpoint:
@@ -635,6 +696,7 @@ def train_many(
     for r in range(K):
         meta = {"wall_s": wall / K, "lockstep_wall_s": wall, "lockstep": K,
                 "lockstep_engine": engine, "precision": precision, "resumed_at": done,
+                "overlap_eval": bool(overlap_eval),
                 "device": str(device)}
         runs.append(Run(None, eval_loss[r], train_loss[r], orders[r], meta))
     return runs

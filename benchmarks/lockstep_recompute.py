@@ -7,6 +7,10 @@ Every run of the chosen groups that is already saved in the results folder is tr
 again with `lockstep.run_cached_many` (groups of up to K compatible configs) into a
 temporary results folder, and its eval_loss is compared with the saved one: the
 largest |Δ eval_loss| and |Δ RS(E−1)| per lockstep group, with the group's protocol.
+Then, for every set of runs that pairs cyclic with shuffled seeds (same config but seed
+and order), the chapter's comparison (`compare.compare`: RS(n), document 1, growth,
+online loss) of the saved runs and of the recomputed ones side by side, with their
+verdicts: "the same results" at the level a chapter reports them.
 Nothing is written to the real results folder.
 
 Differences are rounding (batched products sum in another order), amplified by the
@@ -77,9 +81,43 @@ def main():
                   f"{time.time() - t:.0f} s): max |Δ eval_loss| {max(d_loss):.1e}, "
                   f"max |Δ RS({c0.n_epochs - 1})| {max(d_rs) if d_rs else float('nan'):.1e}"
                   f"   [loadavg {os.getloadavg()[0]:.2f}]", flush=True)
+        print(f"largest |Δ eval_loss| over all runs: {worst:.1e}")
+        verdicts(saved, {results.run_stem(c): run for _, c, run in saved},
+                 {results.run_stem(c): results.find_run(c, exp) for exp, c, _ in saved})
     if real is None:
         os.environ.pop("ANTICIP_RESULTS", None)
-    print(f"largest |Δ eval_loss| over all runs: {worst:.1e}")
+
+
+def verdicts(saved, before: dict, after: dict) -> None:
+    """Chapter-level comparison of cyclic against shuffled, saved vs recomputed."""
+    import json
+
+    from anticip_lib import compare, results
+
+    sets = {}
+    for exp, c, _ in saved:
+        rest = {k: v for k, v in c.to_dict().items() if k not in ("seed", "order")}
+        sets.setdefault((exp, json.dumps(rest, sort_keys=True)), []).append(c)
+    same = changed = 0
+    for (exp, _), cfgs in sets.items():
+        by = {o: [c for c in cfgs if c.order == o] for o in ("cyclic", "shuffled")}
+        if not by["cyclic"] or not by["shuffled"]:
+            continue
+        c0 = by["cyclic"][0]
+        print(f"\n{exp}: {c0.model} on {c0.corpus}, {c0.optimizer} {c0.lr:g}, "
+              f"seeds {sorted(c.seed for c in by['cyclic'])}")
+        rows = {}
+        for name, runs in (("saved", before), ("lockstep", after)):
+            pick = {o: [runs[results.run_stem(c)] for c in by[o]] for o in by}
+            rows[name] = compare.compare(pick["cyclic"], pick["shuffled"],
+                                         c0.n_docs)["rows"]
+        for a, b in zip(rows["saved"], rows["lockstep"]):
+            mark = "same verdict" if a.verdict == b.verdict else "VERDICT CHANGES"
+            same, changed = same + (a.verdict == b.verdict), changed + (a.verdict != b.verdict)
+            print(f"  {a.statistic[:40]:40s} {a.contrast_name}: saved "
+                  f"{a.contrast.text()} ({a.verdict}) | lockstep {b.contrast.text()} "
+                  f"({b.verdict})  {mark}")
+    print(f"\nverdicts: {same} the same, {changed} changed")
 
 
 if __name__ == "__main__":

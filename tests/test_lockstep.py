@@ -73,10 +73,13 @@ def alone(docs):
     return {opt: _alone(docs, opt) for opt in LR}
 
 
-@pytest.mark.parametrize("engine", ["neox", "vmap"])
+@pytest.mark.parametrize("engine, overlap", [("neox", False), ("neox", True),
+                                              ("vmap", False)])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adam_reset"])
-def test_equals_train_run_by_run(docs, alone, optimizer, engine):
-    runs, ms = _lockstep(docs, optimizer, engine=engine)
+def test_equals_train_run_by_run(docs, alone, optimizer, engine, overlap):
+    threads = torch.get_num_threads()
+    runs, ms = _lockstep(docs, optimizer, engine=engine, overlap_eval=overlap)
+    assert torch.get_num_threads() == threads  # restored after the overlap
     assert len(runs) == K
     for r, (run, (ref, ref_model)) in enumerate(zip(runs, alone[optimizer])):
         assert run.eval_loss.shape == ref.eval_loss.shape == (E * T + 1, T)
@@ -96,6 +99,33 @@ def test_equals_train_run_by_run(docs, alone, optimizer, engine):
                 torch.testing.assert_close(p, q, rtol=0, atol=1e-5, msg=name)
         assert run.meta["lockstep"] == K and run.meta["precision"] == "fp32"
         assert run.meta["lockstep_engine"] == engine
+        assert run.meta["overlap_eval"] is overlap
+
+
+def test_overlapped_evaluation_reads_its_episodes_weights(docs, alone, monkeypatch):
+    """An evaluation that is still running while the next episode trains reads the
+    weights after its own episode (a copy), not the ones being trained: slowed down
+    so that training moves on meanwhile, it gives the same rows as `train`."""
+    import time
+
+    slow = lockstep._Neox.eval_nll
+
+    def eval_nll(self, *args, **kwargs):
+        time.sleep(0.05)  # a few training steps of the next episode happen meanwhile
+        return slow(self, *args, **kwargs)
+
+    monkeypatch.setattr(lockstep._Neox, "eval_nll", eval_nll)
+    runs, _ = _lockstep(docs, "sgd", overlap_eval=True)
+    for run, (ref, _) in zip(runs, alone["sgd"]):
+        np.testing.assert_allclose(run.eval_loss, ref.eval_loss, rtol=0, atol=TOL)
+
+
+def test_overlap_needs_the_neox_engine(docs):
+    ids, labels, mask, ords = docs
+    with pytest.raises(ValueError, match="overlap_eval=True needs the 'neox' engine"):
+        lockstep.train_many([tiny_gpt(0)], ids[:1], labels[:1], ords[:1],
+                            steps_per_doc=1, engine="vmap", overlap_eval=True,
+                            progress=False)
 
 
 def test_runs_do_not_mix(docs, alone):
@@ -171,21 +201,27 @@ class _Killed(Exception):
     pass
 
 
+@pytest.mark.parametrize("overlap", [False, True])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adam_reset"])
-def test_kill_and_resume_gives_same_result(docs, tmp_path, optimizer):
-    full, _ = _lockstep(docs, optimizer)
+def test_kill_and_resume_gives_same_result(docs, tmp_path, optimizer, overlap):
+    full, _ = _lockstep(docs, optimizer, overlap_eval=overlap)
     ckpt = tmp_path / "group.pt"
 
-    def kill_at_5(k, row):
+    def kill_at_5(k, row):  # called once row k of eval_loss is filled
         if k == 5:
             raise _Killed
 
     with pytest.raises(_Killed):
-        _lockstep(docs, optimizer, checkpoint=ckpt, on_episode_end=kill_at_5)
+        _lockstep(docs, optimizer, checkpoint=ckpt, on_episode_end=kill_at_5,
+                  overlap_eval=overlap)
     assert ckpt.exists()
-    resumed, _ = _lockstep(docs, optimizer, checkpoint=ckpt)
+    resumed, _ = _lockstep(docs, optimizer, checkpoint=ckpt, overlap_eval=overlap)
     for a, b in zip(resumed, full):
-        assert a.meta["resumed_at"] == 4
+        # with overlap, row 5 is evaluated while episode 6 trains: the kill comes
+        # after episode 5's checkpoint (weights after 5, row 5 not yet filled), and
+        # the resume evaluates row 5 from those weights before training on
+        assert a.meta["resumed_at"] == (5 if overlap else 4)
+        assert a.meta["overlap_eval"] is overlap
         assert np.array_equal(a.eval_loss, b.eval_loss)
         assert np.array_equal(a.train_loss, b.train_loss)
     assert not ckpt.exists()  # removed once the runs are complete

@@ -584,12 +584,20 @@ def train_many(
         torch.set_num_threads(max(1, threads // 2))
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lockstep-eval")
 
+    copy_of = {}  # the weights being evaluated: one buffer, reused (at most one
+    # evaluation is in flight, and it has finished before the next copy is written)
+
     def submit(k):
         """Start evaluating the weights after episode k (row k of eval_loss)."""
         if pool is None:
             return k, evaluate(params)
-        weights = {n: p.detach().clone() for n, p in params.items()}
-        return k, pool.submit(evaluate, weights)
+        with torch.no_grad():
+            for n, p in params.items():
+                if n in copy_of:
+                    copy_of[n].copy_(p)
+                else:
+                    copy_of[n] = p.detach().clone()
+        return k, pool.submit(evaluate, copy_of)
 
     def finish(job):
         """Wait for a submitted evaluation and file its row; returns its episode."""

@@ -35,6 +35,10 @@ def main():
     ap.add_argument("--model", default=None, help="only configs of this model")
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--engine", choices=("lockstep", "train"), default="lockstep",
+                    help="train: recompute one run at a time with trainer.train_run "
+                         "(the control: how far `train` moves from itself at another "
+                         "thread count)")
     a = ap.parse_args()
 
     import torch
@@ -53,7 +57,9 @@ def main():
             run = results.find_run(c, g.experiment)
             if run is not None and not run.meta.get("lockstep"):
                 saved.append((g.experiment, c, run))
-    print(f"{len(saved)} saved runs to recompute in lockstep groups of ≤ {a.k}; "
+    how = (f"in lockstep groups of ≤ {a.k}" if a.engine == "lockstep"
+           else "one at a time with trainer.train_run")
+    print(f"{len(saved)} saved runs to recompute {how}; "
           f"{a.threads} thread(s), loadavg {os.getloadavg()[0]:.2f} at start")
     real = os.environ.get("ANTICIP_RESULTS")
     with tempfile.TemporaryDirectory() as tmp:
@@ -65,7 +71,10 @@ def main():
         worst = 0.0
         for exp, group in groups:
             t = time.time()
-            runs = lockstep.run_cached_many(group, exp, progress=False, k=a.k)
+            if a.engine == "lockstep":
+                runs = lockstep.run_cached_many(group, exp, progress=False, k=a.k)
+            else:
+                runs = [results.run_cached(c, exp, progress=False) for c in group]
             d_loss, d_rs = [], []
             for c, run in zip(group, runs):
                 ref = by_stem[results.run_stem(c)]
@@ -107,15 +116,15 @@ def verdicts(saved, before: dict, after: dict) -> None:
         print(f"\n{exp}: {c0.model} on {c0.corpus}, {c0.optimizer} {c0.lr:g}, "
               f"seeds {sorted(c.seed for c in by['cyclic'])}")
         rows = {}
-        for name, runs in (("saved", before), ("lockstep", after)):
+        for name, runs in (("saved", before), ("recomputed", after)):
             pick = {o: [runs[results.run_stem(c)] for c in by[o]] for o in by}
             rows[name] = compare.compare(pick["cyclic"], pick["shuffled"],
                                          c0.n_docs)["rows"]
-        for a, b in zip(rows["saved"], rows["lockstep"]):
-            mark = "same verdict" if a.verdict == b.verdict else "VERDICT CHANGES"
+        for a, b in zip(rows["saved"], rows["recomputed"]):
+            mark = "same verdict" if a.verdict == b.verdict else "verdict changes"
             same, changed = same + (a.verdict == b.verdict), changed + (a.verdict != b.verdict)
             print(f"  {a.statistic[:40]:40s} {a.contrast_name}: saved "
-                  f"{a.contrast.text()} ({a.verdict}) | lockstep {b.contrast.text()} "
+                  f"{a.contrast.text()} ({a.verdict}) | recomputed {b.contrast.text()} "
                   f"({b.verdict})  {mark}")
     print(f"\nverdicts: {same} the same, {changed} changed")
 

@@ -11,10 +11,11 @@ Sections:
 1. CPU: K=5 runs of the pythia-14m shape (random init, T=10, C=128, M=5, E=2,
    Adam-reset 1e-3), byte vocabulary (257, the book's cpu presets): train_many vs 5
    sequential `train` calls. Then the same with Pythia's vocabulary (50,304) at E=1,
-   with and without `lockstep.tune_cpu_malloc()`.
+   with and without `lockstep.tune_cpu_malloc()`. Each lockstep figure also without
+   `overlap_eval` (its default on a CPU with ≥ 2 threads), to show what that part adds.
 2. CPU: one run (pythia-14m shape, vocab 257 and 50,304, T=10, C=128, M=5, E=1, SGD
    1e-3, the reference loop's protocol): tests/reference_loop.py vs `train` vs
-   train_many(K=1).
+   train_many(K=1), with and without `overlap_eval`.
 3. CPU: bf16 autocast vs fp32 on the same 5 runs of real documents (pythia-14m shape,
    byte tokenizer, cnn-embedded pilot documents, T=10, C=128, M=5, E=3,
    Adam-reset 1e-3): time, max |Δ eval_loss| and RS(2) per run.
@@ -90,7 +91,8 @@ def child(spec: dict, out: str) -> dict:
         if kind == "lockstep":
             runs = lockstep.train_many(ms, ids.to(device), labels.to(device), ords,
                                        attention_mask=mask.to(device), device=device,
-                                       precision=spec.get("precision", "fp32"), **kw)
+                                       precision=spec.get("precision", "fp32"),
+                                       overlap_eval=spec.get("overlap"), **kw)
             ev = np.stack([r.eval_loss for r in runs])
         elif kind == "reference":
             sys.path.insert(0, str(ROOT / "tests"))
@@ -189,13 +191,14 @@ def section_cpu_many(b, quick):
     print(f"\n1. CPU, {b.threads} thread(s): K={K} runs of the {name} shape, random init, "
           f"T={T} C={C} M={M} E={E}, Adam-reset 1e-3 (loadavg {_load()} at start)")
     rows = []
-    for vocab, e, variants, reps in ((257, E, ((False,),), 2),
-                                     (50304, 1, ((False,), (True,)), 1)):
-        for (malloc,) in variants:
+    for vocab, e, variants, reps in ((257, E, (False,), 2), (50304, 1, (False, True), 1)):
+        for malloc in variants:
             base = dict(K=K, T=T, C=C, M=M, E=e, model=name, vocab=vocab,
                         optimizer="adam_reset", lr=1e-3, malloc=malloc)
-            seq, lock = b.alternate([dict(kind="seq", **base),
-                                     dict(kind="lockstep", **base)], reps)
+            seq, lock, plain = b.alternate([dict(kind="seq", **base),
+                                            dict(kind="lockstep", **base),
+                                            dict(kind="lockstep", overlap=False, **base)],
+                                           reps)
             diff = np.abs(seq["eval_loss"] - lock["eval_loss"]).max()
             ratio = seq["wall"] / lock["wall"]
             tag = (f"vocab {vocab:5d}, E={e}" + (", tune_cpu_malloc" if malloc else "")
@@ -205,7 +208,9 @@ def section_cpu_many(b, quick):
                   f"{lock['wall']:7.1f} s | throughput ratio {ratio:4.2f}× "
                   f"(CPU-time ratio {seq['cpu'] / lock['cpu']:4.2f}×) | "
                   f"max |Δ eval_loss| {diff:.1e}   [loadavg {_load()}]")
-    print("   target (issue #9): ≥ 2× at K=5, 2 threads")
+            print(f"   {'':38} without overlap_eval: {plain['wall']:7.1f} s, "
+                  f"{seq['wall'] / plain['wall']:4.2f}×")
+    print(f"   target (issue #9): ≥ 2× at K=5, 2 threads")
     return rows
 
 
@@ -220,9 +225,10 @@ def section_single(b, quick):
         base = dict(K=1, T=T, C=C, M=M, E=E, model=name, vocab=vocab, optimizer="sgd",
                     lr=1e-3)
         labels = ["tests/reference_loop.py", "trainer.train", "train_many, K=1",
-                  "train_many, K=1, tune_cpu_malloc"]
+                  "train_many, K=1, no overlap_eval", "train_many, K=1, tune_cpu_malloc"]
         got = b.alternate([dict(kind="reference", **base), dict(kind="single", **base),
                            dict(kind="lockstep", **base),
+                           dict(kind="lockstep", overlap=False, **base),
                            dict(kind="lockstep", malloc=True, **base)], reps)
         ref = got[0]
         for label, r in zip(labels, got):

@@ -422,3 +422,27 @@ def test_killed_after_training_resaves_without_training(tmp_path, monkeypatch):
     for c in cfgs:
         assert results.find_run(c, exp).meta["resumed_at"] == n_episodes
     assert not ckpt.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="would run the GPU benchmark")
+def test_gpu_benchmark_script_runs_without_a_gpu(tmp_path):
+    """tools/gpu_lockstep_bench.sh (prepared for a lent GPU) runs end to end here:
+    it finds the benchmark, says CUDA is not available and writes its log."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    py = bin_dir / "python3"  # the device machine's python3 is this venv's here
+    py.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    py.chmod(0o755)
+    env = dict(os.environ, OUT=str(tmp_path / "out"),
+               PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    subprocess.run(["bash", "tools/gpu_lockstep_bench.sh"], cwd=repo, env=env,
+                   check=True, timeout=300, capture_output=True)
+    log = (tmp_path / "out" / "lockstep_gpu.log").read_text()
+    assert "lockstep benchmark:" in log and "4. CUDA: not available" in log
+    assert "exit status 0" in log

@@ -17,11 +17,13 @@ DOC_SPLITS = ("all", "pilot", "main")  # pilot: ~1/4 of a corpus, disjoint from 
 # min_context: only documents with at least C tokens (no padding; the cpu presets);
 # any: any document, short ones right-padded to C (the paper, SPEC §2.1–2.2)
 DOC_FILTERS = ("min_context", "any")
+# fp32, or bf16 autocast for forward and backward (weights and optimizer state fp32)
+PRECISIONS = ("fp32", "bf16")
 
 # Fields added after the first committed results. They enter a run's cache key only
 # when they differ from these defaults, so every committed result keeps its key.
 LATER_FIELDS = {"doc_split": "all", "doc_filter": "min_context", "width": 0, "depth": 0,
-                "heads": 0}
+                "heads": 0, "precision": "fp32"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,9 @@ class RunConfig:
     width: int = 0
     depth: int = 0
     heads: int = 0
+    # "bf16": forward and backward under bf16 autocast, fp32 weights and optimizer
+    # state; in the key (another run than fp32's), never the book's default
+    precision: str = "fp32"
 
     def __post_init__(self):  # numpy scalars from sweeps → plain Python; one key per value
         for f in fields(self):
@@ -80,6 +85,7 @@ class RunConfig:
             "lr_schedule": LR_SCHEDULES,
             "doc_split": DOC_SPLITS,
             "doc_filter": DOC_FILTERS,
+            "precision": PRECISIONS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

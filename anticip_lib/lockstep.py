@@ -30,7 +30,9 @@ Two engines compute the K forward passes:
 `precision="bf16"` runs forward and backward under bf16 autocast with fp32 weights
 and optimizer state. It changes the numbers (see benchmarks/lockstep_speed.py), so it
 is recorded in each run's meta ("precision") and in the checkpoint fingerprint; it is
-never the default.
+never the default. For RunConfigs it is a field (`RunConfig.precision`, part of a
+run's key, so bf16 runs are cached apart from fp32 ones); `train_configs` trains at
+the configs' precision.
 
 Resuming: with `checkpoint`, the K runs' weights, optimizer state and losses are
 written atomically after every episode (or every `checkpoint_every` seconds); a call with the same arguments resumes from
@@ -55,10 +57,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .config import PRECISIONS
 from .trainer import Run, lm_loss
 
 OPTIMIZERS = ("sgd", "adam", "adam_reset")
-PRECISIONS = ("fp32", "bf16")
 ENGINES = ("auto", "neox", "vmap")
 EVAL_BUDGET = 2**30  # bytes of fp32 logits (+ their log-softmax) per evaluation pass
 
@@ -742,9 +744,10 @@ def group_key(config) -> str:
 
 
 def train_configs(configs, device="cpu", *, checkpoint=None, progress=True,
-                  precision="fp32", checkpoint_every: float = 0.0,
+                  checkpoint_every: float = 0.0,
                   keep_checkpoint: bool = False) -> list[Run]:
-    """`trainer.train_run` for compatible configs, in one `train_many` call."""
+    """`trainer.train_run` for compatible configs, in one `train_many` call (at the
+    configs' precision)."""
     from . import models as models_mod
 
     configs = list(configs)
@@ -764,7 +767,7 @@ def train_configs(configs, device="cpu", *, checkpoint=None, progress=True,
         steps_per_doc=c0.steps_per_doc, optimizer=c0.optimizer, lr=c0.lr,
         lr_schedule=c0.lr_schedule,
         attention_mask=torch.stack([d.attention_mask for _, d, _ in built]),
-        checkpoint=checkpoint, device=device, progress=progress, precision=precision,
+        checkpoint=checkpoint, device=device, progress=progress, precision=c0.precision,
         checkpoint_every=checkpoint_every, keep_checkpoint=keep_checkpoint)
     for run, c, (model, docs, _) in zip(runs, configs, built):
         run.config = c

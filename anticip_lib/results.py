@@ -69,6 +69,7 @@ def run_stem(config: RunConfig, record=None) -> str:
     init += "".join(f"_{k[0]}{v}" for k, v in c.arch().items())  # _w256_d6_h8
     init += "" if c.revision == "main" else f"_{c.revision}"
     split = "" if c.doc_split == "all" else f"_{c.doc_split}"
+    split += "" if c.precision == "fp32" else f"_{c.precision}"
     order = c.order if c.order != "partial" else f"partial{c.n_shuffled}"
     rec = "_rec" if records.identity(record) else ""
     return (

@@ -307,6 +307,7 @@ def train(
     run_key: str | None = None,
     device: str | torch.device = "cpu",  # or "auto": CUDA when available
     progress: bool = True,
+    precision: str = "fp32",
 ) -> Run:
     """Train `model` on documents `inputs[order[k]]`, M steps each, evaluating all T.
 
@@ -337,7 +338,15 @@ def train(
     model's initial state, its trained parameters' names, the documents, the order, the
     settings, the loss function's name and the recorders, so a checkpoint of another
     model, init, seed, corpus or setting is refused even without a run_key.
+    precision: "fp32", or "bf16" (forward and backward, training and evaluation, under
+    bf16 autocast; weights and optimizer state stay fp32; in the fingerprint and in
+    meta["precision"]).
     """
+    from .config import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got "
+                         f"{precision!r}")
     order = np.asarray(order, dtype=np.int64)
     n_docs, n_episodes = inputs.shape[0], len(order)
     if steps_per_doc < 1:
@@ -350,6 +359,13 @@ def train(
     _lr_at(0, 1, lr, lr_schedule)  # rejects an unknown schedule before any work
     recs = records.as_tuple(record)
     device = resolve_device(device)
+    if precision == "bf16" and device.type not in ("cpu", "cuda"):
+        raise ValueError(f"precision='bf16' needs a cpu or cuda device, got {device}")
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16,
+                              enabled=precision == "bf16")
+
     ckpt = Path(checkpoint) if checkpoint is not None else None
     total_steps = n_episodes * steps_per_doc
     state = None
@@ -358,6 +374,8 @@ def train(
         settings = dict(steps_per_doc=int(steps_per_doc), optimizer=optimizer,
                         lr=repr(float(lr)), lr_schedule=lr_schedule,
                         loss_fn=_callable_name(loss_fn), records=records.identity(recs))
+        if precision != "fp32":  # fp32 checkpoints keep their fingerprint
+            settings["precision"] = precision
         fp = _fingerprint(model, order, inputs, labels, attention_mask, settings, run_key)
         if ckpt.exists():
             shapes = {"done": n_episodes, "eval_loss": (n_episodes + 1, n_docs),
@@ -418,7 +436,8 @@ def train(
         }, ckpt)
 
     if done == 0 and diverged_at is None:
-        eval_loss[0] = evaluate(model, inputs, labels, attention_mask, **eval_kw)
+        with autocast():
+            eval_loss[0] = evaluate(model, inputs, labels, attention_mask, **eval_kw)
         after_episode(0)
         if not np.isfinite(eval_loss[0]).all():
             diverged_at = 0
@@ -437,7 +456,8 @@ def train(
             step = (k - 1) * steps_per_doc + j
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, total_steps, lr, lr_schedule)
-            loss = loss_fn(model, x, y, m).mean()
+            with autocast():
+                loss = loss_fn(model, x, y, m).mean()
             train_loss[step] = loss.item()
             if not math.isfinite(train_loss[step]):
                 diverged_at = k  # no step with a non-finite loss; evaluate and stop
@@ -445,7 +465,8 @@ def train(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        eval_loss[k] = evaluate(model, inputs, labels, attention_mask, **eval_kw)
+        with autocast():
+            eval_loss[k] = evaluate(model, inputs, labels, attention_mask, **eval_kw)
         if not np.isfinite(eval_loss[k]).all():
             diverged_at = k
         after_episode(k)
@@ -463,7 +484,7 @@ def train(
     if ckpt is not None and not keep_checkpoint:
         ckpt.unlink(missing_ok=True)
     meta = {"wall_s": wall_before + time.perf_counter() - t0, "resumed_at": done,
-            "device": str(device)}
+            "device": str(device), "precision": precision}
     if diverged_at is not None:
         meta["diverged_at"] = int(diverged_at)
     return Run(None, eval_loss, train_loss, order, meta, records=rec_arrays)
@@ -535,6 +556,7 @@ def train_run(config, device="cpu", *, checkpoint=None, progress=True, on_episod
         on_episode_end=on_episode_end, record=record, checkpoint=checkpoint,
         checkpoint_every_s=checkpoint_every_s, keep_checkpoint=keep_checkpoint,
         run_key=run_key(config), device=device, progress=progress,
+        precision=config.precision,
     )
     run.config = config
     run.meta.update(

@@ -111,13 +111,15 @@ def child(spec: dict, out: str) -> dict:
     elif kind == "configs":  # real documents through RunConfigs
         from anticip_lib.config import RunConfig
 
-        cfgs = [RunConfig(**spec["config"], seed=s) for s in spec["seeds"]]
-        if spec["precision"] == "train_run":  # fp32, one run after another
+        alone = spec["precision"] == "train_run"  # fp32, one run after another
+        cfgs = [RunConfig(**spec["config"], seed=s,
+                          precision="fp32" if alone else spec["precision"])
+                for s in spec["seeds"]]
+        if alone:
             runs = [trainer.train_run(c, device, progress=False) for c in cfgs]
             wall = sum(r.meta["wall_s"] for r in runs)
         else:
-            runs = lockstep.train_configs(cfgs, device, progress=False,
-                                          precision=spec["precision"])
+            runs = lockstep.train_configs(cfgs, device, progress=False)
             wall = runs[0].meta["lockstep_wall_s"]
         res = dict(wall=wall, runs=len(runs))
         np.save(out, np.stack([r.eval_loss for r in runs]))

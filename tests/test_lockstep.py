@@ -360,11 +360,14 @@ def test_groups_only_compatible_configs():
                      context_len=16, steps_per_doc=2, n_epochs=1)
     cfgs = [replace(base, seed=s, order=o) for s in range(3) for o in ("cyclic", "shuffled")]
     other = replace(base, lr=2e-3)
+    half = replace(base, precision="bf16")  # another run: never grouped with fp32
     items = [("a", c, False) for c in cfgs] + [("a", other, False), ("b", base, False),
-                                               ("a", replace(base, seed=9), True)]
+                                               ("a", replace(base, seed=9), True),
+                                               ("a", half, False)]
     groups = lockstep.plan_groups(items, k=4, budget=2**40)
     sizes = [(exp, len(g)) for exp, g in groups]
-    assert sizes == [("a", 4), ("a", 2), ("a", 1), ("b", 1)]
+    assert sizes == [("a", 4), ("a", 2), ("a", 1), ("b", 1), ("a", 1)]
+    assert groups[-1][1] == [half]
     for exp, g in groups:
         assert len({lockstep.group_key(c) for c in g}) == 1
     # a memory budget caps the group size
@@ -446,3 +449,23 @@ def test_gpu_benchmark_script_runs_without_a_gpu(tmp_path):
     log = (tmp_path / "out" / "lockstep_gpu.log").read_text()
     assert "lockstep benchmark:" in log and "4. CUDA: not available" in log
     assert "exit status 0" in log
+
+
+def test_train_configs_trains_at_the_configs_precision(docs):
+    """bf16 configs train in bf16 in lockstep (meta says so; the losses differ from the
+    fp32 configs' by more than fp32 rounding and less than bf16's precision)."""
+    from dataclasses import replace
+
+    from anticip_lib.config import RunConfig
+
+    base = RunConfig(model="tiny-gpt", init="pythia", corpus="cnn-embedded", n_docs=3,
+                     context_len=16, steps_per_doc=2, n_epochs=2, optimizer="sgd",
+                     lr=0.1)
+    cfgs = [replace(base, seed=s) for s in range(2)]
+    fp32 = lockstep.train_configs(cfgs, progress=False)
+    bf16 = lockstep.train_configs([replace(c, precision="bf16") for c in cfgs],
+                                  progress=False)
+    for a, b in zip(fp32, bf16):
+        assert a.meta["precision"] == "fp32" and b.meta["precision"] == "bf16"
+        assert b.config.precision == "bf16"
+        assert 1e-4 < np.abs(a.eval_loss - b.eval_loss).max() < 0.05

@@ -43,6 +43,7 @@ CHANGES = {
     "width": 64,
     "depth": 2,
     "heads": 8,
+    "precision": "bf16",
 }
 
 
@@ -588,3 +589,21 @@ def test_run_cached_passes_recorders_and_loads_records(dirs, monkeypatch):
     np.testing.assert_array_equal(second.records["ep"]["k"], first.records["ep"]["k"])
     results.run_cached(CFG, "exp", progress=False)  # without recorders: its own run
     assert len(seen) == 2 and seen[1] == ()
+
+
+def test_bf16_run_is_cached_apart_from_its_fp32_twin(dirs):
+    """precision is in the key: the bf16 run gets its own file (stem says bf16), the
+    fp32 run keeps its name and key, and each loads back as itself."""
+    from dataclasses import replace
+
+    half = replace(CFG, precision="bf16")
+    assert results.run_stem(CFG) == results.run_stem(RunConfig.from_dict(
+        {k: v for k, v in CFG.to_dict().items() if k != "precision"}))
+    assert "_bf16_" in results.run_stem(half) and "bf16" not in results.run_stem(CFG)
+    a = results.run_cached(CFG, "smoke", progress=False)
+    b = results.run_cached(half, "smoke", progress=False)
+    assert not np.array_equal(a.eval_loss, b.eval_loss)
+    assert results.load_run(CFG, "smoke").config.precision == "fp32"
+    again = results.load_run(half, "smoke")
+    assert again.config.precision == "bf16" and again.meta["precision"] == "bf16"
+    np.testing.assert_array_equal(again.eval_loss, b.eval_loss)

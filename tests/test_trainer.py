@@ -466,3 +466,27 @@ def test_unwritable_checkpoint_folder_fails_before_weights(tmp_path, no_weights)
     blocker.write_text("")
     with pytest.raises(OSError, match="checkpoint folder"):
         trainer.train_run(RunConfig(**TINY), checkpoint=blocker / "run.pt")
+
+
+def test_bf16_autocasts_and_keeps_fp32_weights(docs):
+    """precision="bf16": the products run in bf16 (the losses move by more than fp32
+    rounding, ~1e-6 here, but stay within bf16's ~3 significant digits of fp32's),
+    the weights stay fp32, and the run says so."""
+    fp32 = _train(docs)
+    model = tiny_model()
+    ids, labels, mask = docs
+    bf16 = trainer.train(model, ids, labels, orders.cyclic(T, E), steps_per_doc=M,
+                         lr=0.05, attention_mask=mask, progress=False, precision="bf16")
+    diff = np.abs(bf16.eval_loss - fp32.eval_loss)
+    assert 1e-4 < diff.max() < 0.05
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert bf16.meta["precision"] == "bf16" and fp32.meta["precision"] == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+        _train(docs, precision="fp16")
+
+
+def test_checkpoint_of_other_precision_is_refused(docs, tmp_path):
+    ckpt = tmp_path / "run.pt"
+    _killed_at(docs, ckpt, 3, checkpoint_every_s=0)
+    with pytest.raises(trainer.CheckpointError, match="different run"):
+        _train(docs, checkpoint=ckpt, precision="bf16")

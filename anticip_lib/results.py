@@ -91,7 +91,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def git_commit() -> str | None:
+def _head() -> str | None:
     try:
         out = subprocess.run(
             ["git", "-C", str(_REPO), "rev-parse", "HEAD"],
@@ -100,6 +100,16 @@ def git_commit() -> str | None:
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+_COMMIT_AT_IMPORT = _head()
+
+
+def git_commit() -> str | None:
+    """The commit of the code this process runs: HEAD when this module was imported
+    (results land in the repository while a long sweep runs; a commit made meanwhile
+    does not describe the code that computed them). None outside a git checkout."""
+    return _COMMIT_AT_IMPORT
 
 
 def versions() -> dict:

@@ -25,7 +25,6 @@ import importlib.util
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 import warnings
@@ -698,8 +697,12 @@ def check_inputs(cfg: VisionConfig) -> None:
                 f"model {cfg.model!r}: the Hub is offline; pass a save_pretrained folder")
 
 
-def train_vision(cfg: VisionConfig, device="cpu", *, experiment="05_vision", progress=True):
-    """Build model and images from `cfg` (checked first) and train them: a Run."""
+def train_vision(cfg: VisionConfig, device="cpu", *, experiment="05_vision", progress=True,
+                 checkpoint=None):
+    """Build model and images from `cfg` (checked first) and train them: a Run.
+
+    checkpoint: a file the trainer writes at every epoch end and resumes from (kept
+    when the run completes: `run_cached` deletes it once the results load back)."""
     check_inputs(cfg)
     t0 = time.perf_counter()
     order = orders.make(cfg.order, cfg.n_docs, cfg.n_epochs, seed=cfg.seed)
@@ -728,7 +731,8 @@ def train_vision(cfg: VisionConfig, device="cpu", *, experiment="05_vision", pro
     torch.manual_seed(cfg.seed)  # dropout, where a model has it
     run = trainer.train(model, inputs, labels, order, steps_per_doc=cfg.steps_per_doc,
                         optimizer=cfg.optimizer, lr=cfg.lr, device=device,
-                        progress=progress, **kw)
+                        progress=progress, checkpoint=checkpoint,
+                        keep_checkpoint=checkpoint is not None, run_key=cfg.key(), **kw)
     run.config = cfg
     run.meta.update(meta, model_label=label, image_ids=[str(i) for i in ids],
                     n_params=sum(p.numel() for p in model.parameters()),
@@ -740,33 +744,21 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "-C", str(paths.REPO), "rev-parse", "HEAD"],
-                              capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-_COMMIT_AT_IMPORT = _git_commit()  # the code this process runs, not a later HEAD
-
-
 def _provenance() -> dict:
+    """results' provenance (the commit this process runs, versions, date), with the
+    image libraries' versions."""
     import torchvision
-    import transformers
 
-    commit = _COMMIT_AT_IMPORT
-    versions = {"python": sys.version.split()[0], "torch": torch.__version__,
-                "torchvision": torchvision.__version__,
-                "transformers": transformers.__version__, "numpy": np.__version__,
-                "torch_threads": torch.get_num_threads()}
+    from .results import git_commit, versions
+
+    v = versions() | {"torchvision": torchvision.__version__}
     try:
         import timm
 
-        versions["timm"] = timm.__version__
+        v["timm"] = timm.__version__
     except ImportError:
         pass
-    return {"git_commit": commit or None, "versions": versions,
+    return {"git_commit": git_commit(), "versions": v,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -823,16 +815,46 @@ def load_run(cfg: VisionConfig, experiment: str):
 
 def run_cached(cfg: VisionConfig, experiment: str = "05_vision", device="cpu", *,
                progress=True):
-    """Load the run for `cfg` from `results_dir()/<experiment>/`, or train and save it."""
+    """Load the run for `cfg` from `results_dir()/<experiment>/`, or train and save it.
+
+    As `results.run_cached`: everything is checked before any weights load; training
+    checkpoints at every epoch end under `cache_dir()/checkpoints/<experiment>/`, so an
+    interrupted call resumes where it stopped, and the checkpoint is deleted only once
+    the results load back; one process at a time computes a run (a lock file), another
+    one asking for it waits and then loads it."""
+    from .results import locked
+
     cfg.validate()
     run = load_run(cfg, experiment)
     if run is not None:
         return run
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    run = train_vision(cfg, device, experiment=experiment, progress=progress)
-    save_run(run, experiment)
-    return load_run(cfg, experiment) or run
+    check_inputs(cfg)
+    trainer.ensure_writable(paths.results_dir() / experiment, "results folder",
+                            "Set ANTICIP_RESULTS to a writable folder.")
+    ckpt_dir = trainer.ensure_writable(paths.cache_dir() / "checkpoints" / experiment,
+                                       "checkpoint folder",
+                                       "Set ANTICIP_CACHE to a writable folder.")
+    stem = cfg.stem()
+    ckpt = ckpt_dir / f"{stem}.pt"
+    with locked(ckpt_dir / f"{stem}.lock", stem):
+        with warnings.catch_warnings():  # written meanwhile by another process?
+            warnings.simplefilter("ignore")
+            found = load_run(cfg, experiment)
+        if found is not None:
+            return found
+        run = train_vision(cfg, device, experiment=experiment, progress=progress,
+                           checkpoint=ckpt)
+        save_run(run, experiment)
+        saved = load_run(cfg, experiment)
+        if saved is None:  # the load warned why; keep the checkpoint for a new try
+            warnings.warn(f"{stem}: the files just written fail their checks; the "
+                          f"checkpoint {ckpt} is kept, so the next call re-saves "
+                          "without training")
+            return run
+        ckpt.unlink(missing_ok=True)
+    return saved
 
 
 # ---- the chapter's presets ------------------------------------------------------------

@@ -315,12 +315,48 @@ def test_cache_round_trip_and_tamper_check(tmp_path):
     assert npz.exists() and npz.with_suffix(".json").exists()
     again = vision.load_run(cfg, "t")
     np.testing.assert_array_equal(again.eval_loss, run.eval_loss)
-    assert again.meta["git_commit"] is not None or True  # provenance present
-    assert {"versions", "date", "wall_s", "image_ids"} <= set(again.meta)
+    assert {"git_commit", "versions", "date", "wall_s", "image_ids"} <= set(again.meta)
+    assert {"torch", "torchvision", "torch_threads"} <= set(again.meta["versions"])
+    assert not list((tmp_path / "cache").rglob("*.pt"))  # no checkpoint left behind
     assert vision.load_run(_smoke_cfg(seed=1), "t") is None
     npz.write_bytes(npz.read_bytes()[:-3] + b"xyz")
     with pytest.warns(UserWarning, match="checksum"):
         assert vision.load_run(cfg, "t") is None
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    """A vision run killed after its first epoch resumes there (the trainer's
+    checkpoint under the cache folder) and ends with the arrays of an uninterrupted
+    run; the checkpoint is gone once the results are saved."""
+    from anticip_lib import trainer
+
+    cfg = _smoke_cfg(n_epochs=3)
+    full = vision.train_vision(cfg, progress=False)
+
+    class Killed(Exception):
+        pass
+
+    real_train = trainer.train
+
+    def killed_after_epoch_1(*args, **kwargs):
+        T = cfg.n_docs
+
+        def kill(k, model):
+            if k == T + 1:  # the first episode of epoch 2: epoch 1's checkpoint exists
+                raise Killed
+
+        return real_train(*args, on_episode_end=kill, **kwargs)
+
+    monkeypatch.setattr(trainer, "train", killed_after_epoch_1)
+    with pytest.raises(Killed):
+        vision.run_cached(cfg, "t", progress=False)
+    (ckpt,) = (tmp_path / "cache" / "checkpoints" / "t").glob("*.pt")
+    monkeypatch.setattr(trainer, "train", real_train)
+    run = vision.run_cached(cfg, "t", progress=False)
+    assert run.meta["resumed_at"] == cfg.n_docs
+    np.testing.assert_array_equal(run.eval_loss, full.eval_loss)
+    np.testing.assert_array_equal(run.train_loss, full.train_loss)
+    assert not ckpt.exists()
 
 
 def test_key_ignores_where_the_data_live():

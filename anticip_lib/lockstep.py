@@ -915,15 +915,10 @@ def _compute_group(exp, group, device="cpu", *, progress=True,
     import warnings
 
     from . import results
-    from .trainer import ensure_writable
 
     for c in group:  # before any folder is made or any weights load
         prepare_check(c, device)
-    ensure_writable(results.results_dir() / exp, "results folder",
-                    "Set ANTICIP_RESULTS to a writable folder.")
-    ckpt_dir = ensure_writable(results.cache_dir() / "checkpoints" / exp,
-                               "checkpoint folder", "Set ANTICIP_CACHE to a writable "
-                               "folder.")
+    _, ckpt_dir = results.writable_folders(exp)
     with contextlib.ExitStack() as stack:
         mine = [c for c in group
                 if _try_lock(stack, ckpt_dir / f"{results.run_stem(c)}.lock")

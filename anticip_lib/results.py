@@ -255,6 +255,17 @@ def find_run(config: RunConfig, experiment: str | None = None, record=None) -> R
     return None
 
 
+def writable_folders(experiment: str) -> tuple[Path, Path]:
+    """(results folder, checkpoint folder) of an experiment, made if missing; an
+    unwritable one raises, naming it and the variable that moves it."""
+    return (ensure_writable(results_dir() / experiment, "results folder",
+                            "Set ANTICIP_RESULTS to a writable folder, or fix this "
+                            "folder's permissions."),
+            ensure_writable(cache_dir() / "checkpoints" / experiment, "checkpoint folder",
+                            "Set ANTICIP_CACHE to a writable folder, or fix this "
+                            "folder's permissions."))
+
+
 @contextlib.contextmanager
 def locked(path: Path, what: str):
     """Hold an exclusive lock on `path` (POSIX flock); wait, saying so, while another
@@ -312,12 +323,7 @@ def run_cached(
     if run is not None:
         return run
     check_run(config, device)  # before any folder is made or any weights load
-    folder = ensure_writable(results_dir() / experiment, "results folder",
-                             "Set ANTICIP_RESULTS to a writable folder, or fix this "
-                             "folder's permissions.")
-    ckpt_dir = ensure_writable(cache_dir() / "checkpoints" / experiment,
-                               "checkpoint folder", "Set ANTICIP_CACHE to a writable "
-                               "folder, or fix this folder's permissions.")
+    folder, ckpt_dir = writable_folders(experiment)
     stem = run_stem(config, recs)
     ckpt = ckpt_dir / f"{stem}.pt"
     with locked(ckpt_dir / f"{stem}.lock", stem):

@@ -822,7 +822,7 @@ def run_cached(cfg: VisionConfig, experiment: str = "05_vision", device="cpu", *
     interrupted call resumes where it stopped, and the checkpoint is deleted only once
     the results load back; one process at a time computes a run (a lock file), another
     one asking for it waits and then loads it."""
-    from .results import locked
+    from .results import locked, writable_folders
 
     cfg.validate()
     run = load_run(cfg, experiment)
@@ -830,12 +830,8 @@ def run_cached(cfg: VisionConfig, experiment: str = "05_vision", device="cpu", *
         return run
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    check_inputs(cfg)
-    trainer.ensure_writable(paths.results_dir() / experiment, "results folder",
-                            "Set ANTICIP_RESULTS to a writable folder.")
-    ckpt_dir = trainer.ensure_writable(paths.cache_dir() / "checkpoints" / experiment,
-                                       "checkpoint folder",
-                                       "Set ANTICIP_CACHE to a writable folder.")
+    check_inputs(cfg)  # before any folder is made or any weights load
+    _, ckpt_dir = writable_folders(experiment)
     stem = cfg.stem()
     ckpt = ckpt_dir / f"{stem}.pt"
     with locked(ckpt_dir / f"{stem}.lock", stem):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from .config import RunConfig
 
 PRESETS = ("smoke", "cpu", "paper")
-CHAPTERS = ("01_phenomenon", "02_scale", "07_toy_model")
+CHAPTERS = ("01_phenomenon", "02_scale", "05_vision", "07_toy_model")
 
 
 @dataclass(frozen=True)
@@ -489,7 +489,28 @@ def groups(chapter: str, preset: str) -> list[Group]:
         return fixture
     if chapter == "07_toy_model":
         return []
+    if chapter == "05_vision":
+        return _ch5(preset)
     return _ch1(preset) if chapter == "01_phenomenon" else _ch2(preset)
+
+
+def _ch5(preset: str) -> list[Group]:
+    """Chapter 5's runs (VisionConfigs, `vision.chapter_plan` at the preset's values),
+    one group per task: "igpt" (Fig. 7a) and "classify" (Fig. 7b)."""
+    from . import vision
+
+    if preset == "paper":  # its data sets are notebook parameters, not files we have
+        raise ValueError("05_vision --preset paper needs the ImageNet and CIFAR-10 "
+                         "folders: run notebooks/05_vision.ipynb with -p preset paper "
+                         "-p imagenet_folder … -p cifar10_root …, which computes its runs")
+    plan = vision.chapter_plan(preset)
+    about = {"igpt": "Fig. 7a: causal image modelling (Image GPT)",
+             "classify": "Fig. 7b: image classification"}
+    by_task: dict = {}
+    for c in plan.all_configs():
+        by_task.setdefault(c.task, []).append(c)
+    return [Group(task, plan.experiment, tuple(cs), about[task])
+            for task, cs in by_task.items()]
 
 
 def group(chapter: str, preset: str, name: str) -> Group:

@@ -19,6 +19,8 @@ import traceback
 
 from . import presets
 
+VISION = ("05_vision",)  # chapters whose runs are VisionConfigs (local engine only)
+
 
 def _shard(text: str) -> tuple[int, int]:
     try:
@@ -68,8 +70,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--lockstep needs --engine local")
     if a.lockstep_mem is not None and not a.lockstep_mem > 0:
         p.error(f"--lockstep-mem must be > 0 GB, got {a.lockstep_mem}")
-    if a.group:
+    if a.chapter in VISION and (a.engine != "local" or a.lockstep > 1):
+        p.error(f"--engine ray and --lockstep train language-model runs; {a.chapter} "
+                "runs with the local engine")
+    try:
         known = [g.name for g in presets.groups(a.chapter, a.preset)]
+    except ValueError as err:  # a preset that cannot run from here says why
+        p.error(str(err))
+    if a.group:
         for name in a.group:
             if name not in known:
                 p.error(f"--group must be one of {', '.join(known) or '(none)'} for "
@@ -77,16 +85,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     return a
 
 
+def cache(config):
+    """The results cache of a config's kind: `results` for the language chapters'
+    RunConfigs, `vision` for chapter 5's VisionConfigs. Both have find_run (quiet),
+    run_cached and run_stem."""
+    from . import results  # imports torch: only when a sweep really starts
+    from .config import RunConfig
+
+    if isinstance(config, RunConfig):
+        return results
+    from . import vision
+
+    return vision
+
+
 def plan(chapter: str, preset: str, groups=None, shard=(0, 1)):
     """[(experiment, config, done)] for the runs of this shard, in preset order."""
-    from . import results  # imports torch: only when a sweep really starts
-
     todo = []
     for g in presets.groups(chapter, preset):
         if groups and g.name not in groups:
             continue
         for c in g.configs:
-            todo.append((g.experiment, c, results.find_run(c, g.experiment) is not None))
+            todo.append((g.experiment, c,
+                         cache(c).find_run(c, g.experiment) is not None))
     missing = [t for t in todo if not t[2]]
     mine = {id(t) for t in missing[shard[0]::shard[1]]}
     return [t for t in todo if t[2] or id(t) in mine]
@@ -102,8 +123,6 @@ def run_local(items, *, device="cpu", threads=1, log=print) -> list[tuple]:
     """Compute the missing runs one after another in this process; [(cfg, error)]."""
     import torch
 
-    from . import results
-
     torch.set_num_threads(threads)
     if device == "cpu":  # reuse freed logits memory between steps: speed only, same numbers
         from .lockstep import tune_cpu_malloc
@@ -114,9 +133,9 @@ def run_local(items, *, device="cpu", threads=1, log=print) -> list[tuple]:
         left = len(missing) - i
         eta = "" if i == 0 else f", ETA {_fmt_eta((time.time() - t0) / i * left)}"
         log(f"[{i}/{len(missing)} done, 1 running, {left - 1} left{eta}] "
-            f"{results.run_stem(cfg)}")
+            f"{cache(cfg).run_stem(cfg)}")
         try:
-            results.run_cached(cfg, exp, device=device, progress=sys.stderr.isatty())
+            cache(cfg).run_cached(cfg, exp, device=device, progress=sys.stderr.isatty())
         except KeyboardInterrupt:
             log("interrupted: finished runs are saved; run the same command to resume")
             raise
@@ -127,13 +146,11 @@ def run_local(items, *, device="cpu", threads=1, log=print) -> list[tuple]:
 
 
 def summary(items, failed, log=print) -> None:
-    from . import results
-
-    bad = {results.run_stem(c): why for c, why in failed}
+    bad = {cache(c).run_stem(c): why for c, why in failed}
     rows = {}
     for exp, cfg, _ in items:
-        r = results.find_run(cfg, exp)
-        stem = results.run_stem(cfg)
+        r = cache(cfg).find_run(cfg, exp)
+        stem = cache(cfg).run_stem(cfg)
         state = ("failed" if stem in bad else "missing" if r is None
                  else "diverged" if r.meta.get("diverged") else "done")
         g = rows.setdefault(exp, {"done": 0, "diverged": 0, "failed": 0, "missing": 0,
@@ -157,9 +174,8 @@ def main(argv=None) -> int:
     print(f"{a.chapter} --preset {a.preset}: {len(items)} runs in this shard, "
           f"{n_done} done, {len(items) - n_done} to compute")
     if a.dry_run:
-        from . import results
         for exp, cfg, done in items:
-            print(f"  {'done ' if done else 'to do'}  {exp}/{results.run_stem(cfg)}")
+            print(f"  {'done ' if done else 'to do'}  {exp}/{cache(cfg).run_stem(cfg)}")
         return 0
     if a.engine == "ray":
         from .sweep_ray import run_ray

@@ -14,10 +14,12 @@ Models: torchvision classifiers (paper: `vgg19`, `vit_b_32`) and the Hub's Image
 (cpu preset): EfficientNet-Lite0 ImageNet weights in timm's `tf_efficientnet_lite0`,
 and a small Image GPT pre-trained here on embedded photos (`pretrain_igpt`).
 Runs are cached as `.npz` + `.json` under `results_dir()/<experiment>/`, like
-`results.run_cached` (which takes only language-model configs).
+`results.run_cached` (which takes only language-model configs), and computed by the
+chapters' sweep runner (`presets.groups("05_vision", preset)`: one group per task):
 
-    python -m anticip_lib.vision --preset cpu            # every missing cpu run
-    python -m anticip_lib.vision --preset cpu --dry-run  # what is missing
+    python -m anticip_lib.sweep 05_vision --preset cpu --dry-run       # what is missing
+    python -m anticip_lib.sweep 05_vision --preset cpu --shard 0/2 &   # one per core
+    python -m anticip_lib.sweep 05_vision --preset cpu --shard 1/2
 """
 
 import hashlib
@@ -25,7 +27,6 @@ import importlib.util
 import json
 import math
 import os
-import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, fields, replace
@@ -813,6 +814,19 @@ def load_run(cfg: VisionConfig, experiment: str):
     return trainer.Run(cfg, arr["eval_loss"], arr["train_loss"], arr["order"], meta)
 
 
+def find_run(cfg: VisionConfig, experiment: str = "05_vision"):
+    """The saved run for `cfg`, or None; quiet (no warning for a file failing its
+    checks: `run_cached` recomputes it and says why)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_run(cfg, experiment)
+
+
+def run_stem(cfg: VisionConfig) -> str:
+    """The file stem of `cfg`'s run (as `results.run_stem` for RunConfigs)."""
+    return cfg.stem()
+
+
 def run_cached(cfg: VisionConfig, experiment: str = "05_vision", device="cpu", *,
                progress=True):
     """Load the run for `cfg` from `results_dir()/<experiment>/`, or train and save it.
@@ -835,9 +849,7 @@ def run_cached(cfg: VisionConfig, experiment: str = "05_vision", device="cpu", *
     stem = cfg.stem()
     ckpt = ckpt_dir / f"{stem}.pt"
     with locked(ckpt_dir / f"{stem}.lock", stem):
-        with warnings.catch_warnings():  # written meanwhile by another process?
-            warnings.simplefilter("ignore")
-            found = load_run(cfg, experiment)
+        found = find_run(cfg, experiment)  # written meanwhile by another process?
         if found is not None:
             return found
         run = train_vision(cfg, device, experiment=experiment, progress=progress,
@@ -1232,43 +1244,3 @@ def llm_reference(epoch: int | None = None) -> dict | None:
     return found if all(found.values()) else None
 
 
-# ---- command line -------------------------------------------------------------------
-
-
-def main(argv=None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m anticip_lib.vision", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=tuple(PRESET_VALUES), required=True)
-    p.add_argument("--task", choices=TASKS, action="append", help="only this task")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dry-run", action="store_true")
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    plan = chapter_plan(a.preset)
-    todo = [c for c in plan.all_configs() if not a.task or c.task in a.task]
-    missing = [c for c in todo if load_run(c, plan.experiment) is None]
-    print(f"{len(todo)} runs in preset {a.preset}, {len(missing)} missing", flush=True)
-    if a.dry_run:
-        for c in missing:
-            print("  ", c.stem())
-        return 0
-    failed = []
-    for i, c in enumerate(missing, 1):
-        t0 = time.perf_counter()
-        try:
-            run_cached(c, plan.experiment, a.device, progress=False)
-            print(f"[{i}/{len(missing)}] {c.stem()}: {time.perf_counter() - t0:.0f} s",
-                  flush=True)
-        except Exception as err:  # keep going; name it at the end
-            failed.append(c.stem())
-            print(f"[{i}/{len(missing)}] {c.stem()}: FAILED {type(err).__name__}: {err}",
-                  flush=True)
-    print(f"done; {len(failed)} failed" + "".join(f"\n  {s}" for s in failed), flush=True)
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

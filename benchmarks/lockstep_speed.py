@@ -212,7 +212,7 @@ def section_cpu_many(b, quick):
                   f"max |Δ eval_loss| {diff:.1e}   [loadavg {_load()}]")
             print(f"   {'':38} without overlap_eval: {plain['wall']:7.1f} s, "
                   f"{seq['wall'] / plain['wall']:4.2f}×")
-    print(f"   target (issue #9): ≥ 2× at K=5, 2 threads")
+    print("   target (issue #9): ≥ 2× at K=5, 2 threads")
     return rows
 
 

@@ -2,7 +2,6 @@
 run: SGD, Adam, Adam-reset; per-run documents, padding and shuffled orders; both
 engines; resume after a kill; argument checks; the sweep's --lockstep K."""
 
-import json
 import pickle
 
 import numpy as np

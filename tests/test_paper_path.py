@@ -15,7 +15,6 @@ hand, never read back from the library:
 """
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest

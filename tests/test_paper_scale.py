@@ -115,7 +115,9 @@ def test_paper_preset_page_shows_only_its_own_runs(tmp_path):
     shu = [r for r in runs if r.config.order == "shuffled"]
     # the glued RS numbers are the fixture runs' own (hand-checked through metrics)
     rs_c = [metrics.recovery_score(r.eval_loss, 3, 2, r.order) for r in cyc]
+    rs_s = [metrics.recovery_score(r.eval_loss, 3, 2, r.order) for r in shu]
     assert glued["ch1_rs_cyc"] == stats.t_interval(rs_c).text()
+    assert glued["ch1_rs_shuf"] == stats.t_interval(rs_s).text()
     assert "tiny-gpt" in glued["ch1_model"]
     # Table 1: the fixture's C = 24 runs, with no paper row set beside a stand-in
     oc = [metrics.average_online_loss(r.eval_loss, r.order, 3)

@@ -22,11 +22,30 @@ def _params(**kw):
 
 
 def test_every_config_is_valid_and_unique():
+    from anticip_lib.vision import VisionConfig
+
     for chapter in presets.CHAPTERS:
+        kind = VisionConfig if chapter == "05_vision" else RunConfig
         for preset in presets.PRESETS:
+            if (chapter, preset) == ("05_vision", "paper"):
+                with pytest.raises(ValueError, match="needs the ImageNet and CIFAR-10"):
+                    presets.configs(chapter, preset)
+                continue
             cs = presets.configs(chapter, preset)
-            assert all(isinstance(c, RunConfig) and c.validate() for c in cs)
+            assert all(isinstance(c, kind) and c.validate() for c in cs)
             assert len(set(cs)) == len(cs), (chapter, preset)
+
+
+def test_vision_groups_are_the_notebooks_runs():
+    """Chapter 5's sweep groups hold exactly the runs its notebook's plan lists."""
+    from anticip_lib import vision
+
+    for preset in ("smoke", "cpu"):
+        gs = presets.groups("05_vision", preset)
+        plan = vision.chapter_plan(preset)
+        assert [g.name for g in gs] == ["igpt", "classify"]
+        assert {g.experiment for g in gs} == {plan.experiment}
+        assert [c for g in gs for c in g.configs] == plan.all_configs()
 
 
 def test_cpu_preset_pilot_and_main_documents_are_disjoint_parts():

@@ -413,3 +413,41 @@ def test_ray_engine_existing_cluster_reports_a_failed_run_and_saves_the_others(
     worker_ckpts = tmp_path / "worker" / "cache" / "checkpoints" / SMOKE_EXP
     assert worker_ckpts.is_dir() and not (driver / "cache").exists()
     assert list(worker_ckpts.glob("*.pt")) == []  # dropped there after the save
+
+
+# ---- chapter 5 (VisionConfigs) through the same runner --------------------------------
+
+def test_vision_chapter_through_the_local_engine(dirs, capsys):
+    """`sweep 05_vision --preset smoke`: the dry run lists the notebook's runs, the local
+    engine computes them through vision.run_cached (two shards split them), and a second
+    call finds them done; lockstep and Ray are refused before any work, and the
+    paper preset says what it needs."""
+    from anticip_lib import vision
+
+    argv = ["05_vision", "--preset", "smoke"]
+    cfgs = vision.chapter_plan("smoke").all_configs()
+    assert sweep.main([*argv, "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (f"05_vision --preset smoke: {len(cfgs)} runs in this shard, 0 done, "
+                      f"{len(cfgs)} to compute")
+    assert out[1:] == [f"  to do  smoke/05_vision/{c.stem()}" for c in cfgs]
+    shards = [sweep.plan("05_vision", "smoke", ["classify"], (i, 2)) for i in range(2)]
+    assert sorted((c.stem() for s in shards for _, c, _ in s), key=str) == sorted(
+        (c.stem() for c in cfgs if c.task == "classify"), key=str)  # disjoint, complete
+    assert sweep.main([*argv, "--group", "classify"]) == 0
+    capsys.readouterr()
+    done = [c for c in cfgs if c.task == "classify"]
+    for c in done:
+        run = vision.load_run(c, "smoke/05_vision")
+        assert run is not None and run.eval_loss.shape == (c.n_docs * c.n_epochs + 1,
+                                                           c.n_docs)
+    assert sweep.main([*argv, "--dry-run"]) == 0
+    assert f"{len(done)} done" in capsys.readouterr().out.splitlines()[0]
+    for extra, needle in ((["--lockstep", "2"], "local engine"),
+                          (["--engine", "ray"], "local engine")):
+        with pytest.raises(SystemExit) as e:
+            sweep.main([*argv, *extra])
+        assert e.value.code == 2 and needle in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sweep.main(["05_vision", "--preset", "paper", "--dry-run"])
+    assert "needs the ImageNet and CIFAR-10" in capsys.readouterr().err

@@ -1,7 +1,6 @@
 """The training loop: shapes, determinism, resume after a kill, and equality with the
 official loop's way of doing things (tests/reference_loop.py)."""
 
-import json
 import pickle
 
 import numpy as np

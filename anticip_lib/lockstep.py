@@ -466,12 +466,13 @@ def train_many(
     keep_checkpoint: leave the final checkpoint for the caller to delete once the
     results are saved (a kill before that then resumes without training).
     overlap_eval: evaluate episode k's weights (a copy) in a second thread while
-    episode k+1 trains ("neox" engine only). Default: on a CPU with ≥ 2 threads, where a batch-1 step of a
-    small model gains nothing from a second thread (measured: slower) and evaluation is
-    a third of the work; the torch thread count is halved between the two meanwhile
-    (restored on return). Same arrays as without (each evaluation reads exactly the
-    weights after its episode); a checkpoint may then hold the weights of an episode
-    whose evaluation was still running, and a resume evaluates it first.
+    episode k+1 trains ("neox" engine only). Default: on a CPU with ≥ 2 threads,
+    where a batch-1 step of a small model gains nothing from a second thread
+    (measured: slower) and evaluation is a third of the work; the torch thread count
+    is halved between the two meanwhile (restored on return). Same arrays as without
+    (each evaluation reads exactly the weights after its episode); a checkpoint may
+    then hold the weights of an episode whose evaluation was still running, and a
+    resume evaluates it first.
     """
     orders = _check_args(models, inputs, labels, orders, attention_mask, steps_per_doc,
                          optimizer, lr_schedule, precision, engine)
@@ -513,6 +514,7 @@ def train_many(
     dense = [p for n, p in params.items() if n in trainable
              and not (sparse and n == embed_name)]
     opt = _make_opt(optimizer, dense, lr)
+
     def autocast():  # a fresh context each time: two threads may be inside one
         return torch.autocast(device.type, dtype=torch.bfloat16,
                               enabled=precision == "bf16")
@@ -630,53 +632,56 @@ def train_many(
                disable=not progress)
     runs_k = torch.arange(K, device=device)
     orders_t = torch.as_tensor(orders, device=device)
+
+    def train_episode(k):
+        """Episode k: M steps on each run's document orders[:, k-1]; fills train_loss."""
+        nonlocal opt
+        d = orders_t[:, k - 1]
+        x, y = inputs[runs_k, d].unsqueeze(1), labels[runs_k, d].unsqueeze(1)
+        m = None if attention_mask is None else attention_mask[runs_k, d].unsqueeze(1)
+        if optimizer == "adam_reset":  # a fresh Adam for every run's next document
+            opt = _make_opt("adam", dense, lr)
+        embed, sub_opt = None, None
+        if sparse:  # this episode's rows of each run's input embedding, as a leaf
+            ids = x.reshape(K, -1)
+            uniq = [torch.unique(ids[r], return_inverse=True) for r in range(K)]
+            U = max(u.numel() for u, _ in uniq)
+            rows = torch.zeros(K, U, dtype=torch.long, device=device)
+            valid = torch.zeros(K, U, dtype=torch.bool, device=device)
+            local = torch.empty_like(ids)
+            for r, (u, inv) in enumerate(uniq):
+                rows[r, :u.numel()], valid[r, :u.numel()], local[r] = u, True, inv
+            table = params[embed_name]
+            sub = table.detach()[runs_k[:, None], rows].clone().requires_grad_(True)
+            embed = (sub, local.view_as(x))
+            sub_opt = _make_opt("adam" if optimizer == "adam_reset" else "sgd", [sub], lr)
+        step_losses = torch.empty(K, steps_per_doc, device=device)
+        for j in range(steps_per_doc):
+            step = (k - 1) * steps_per_doc + j
+            lr_now = _lr_at(step, total_steps, lr, lr_schedule)
+            for o in (opt, sub_opt):
+                if o is not None:
+                    for group in o.param_groups:
+                        group["lr"] = lr_now
+                    o.zero_grad(set_to_none=True)
+            loss = losses(x, y, m, embed).squeeze(1).float()  # (K,)
+            loss.sum().backward()  # run k's gradient is its own loss's gradient
+            for o in (opt, sub_opt):
+                if o is not None:
+                    o.step()
+            step_losses[:, j] = loss.detach()
+        if sparse:  # write the trained rows back
+            with torch.no_grad():
+                table = params[embed_name]
+                table[runs_k[:, None].expand_as(rows)[valid], rows[valid]] = sub.detach()[valid]
+        train_loss[:, (k - 1) * steps_per_doc:k * steps_per_doc] = step_losses.cpu().numpy()
+
     try:
         job = submit(done) if evaluated < done else None
         if pool is None and job is not None:
             evaluated, job = finish(job), None
         for k in range(done + 1, n_episodes + 1):  # episode k trains orders[:, k-1]
-            d = orders_t[:, k - 1]
-            x, y = inputs[runs_k, d].unsqueeze(1), labels[runs_k, d].unsqueeze(1)
-            m = None if attention_mask is None else attention_mask[runs_k, d].unsqueeze(1)
-            if optimizer == "adam_reset":  # a fresh Adam for every run's next document
-                opt = _make_opt("adam", dense, lr)
-            embed, sub_opt = None, None
-            if sparse:  # this episode's rows of each run's input embedding, as a leaf
-                ids = x.reshape(K, -1)
-                uniq = [torch.unique(ids[r], return_inverse=True) for r in range(K)]
-                U = max(u.numel() for u, _ in uniq)
-                rows = torch.zeros(K, U, dtype=torch.long, device=device)
-                valid = torch.zeros(K, U, dtype=torch.bool, device=device)
-                local = torch.empty_like(ids)
-                for r, (u, inv) in enumerate(uniq):
-                    rows[r, :u.numel()], valid[r, :u.numel()], local[r] = u, True, inv
-                table = params[embed_name]
-                sub = table.detach()[runs_k[:, None], rows].clone().requires_grad_(True)
-                embed = (sub, local.view_as(x))
-                sub_opt = _make_opt("adam" if optimizer == "adam_reset" else "sgd", [sub],
-                                    lr)
-            step_losses = torch.empty(K, steps_per_doc, device=device)
-            for j in range(steps_per_doc):
-                step = (k - 1) * steps_per_doc + j
-                lr_now = _lr_at(step, total_steps, lr, lr_schedule)
-                for o in (opt, sub_opt):
-                    if o is not None:
-                        for group in o.param_groups:
-                            group["lr"] = lr_now
-                        o.zero_grad(set_to_none=True)
-                loss = losses(x, y, m, embed).squeeze(1).float()  # (K,)
-                loss.sum().backward()  # run k's gradient is its own loss's gradient
-                for o in (opt, sub_opt):
-                    if o is not None:
-                        o.step()
-                step_losses[:, j] = loss.detach()
-            if sparse:  # write the trained rows back
-                with torch.no_grad():
-                    table = params[embed_name]
-                    table[runs_k[:, None].expand_as(rows)[valid],
-                          rows[valid]] = sub.detach()[valid]
-            train_loss[:, (k - 1) * steps_per_doc:k * steps_per_doc] = \
-                step_losses.cpu().numpy()
+            train_episode(k)
             if job is not None:  # episode k-1's evaluation ran while k trained
                 evaluated, job = finish(job), None
             job = submit(k)

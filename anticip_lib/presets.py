@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from .config import RunConfig
 
 PRESETS = ("smoke", "cpu", "paper")
-CHAPTERS = ("01_phenomenon", "02_scale", "05_vision", "07_toy_model")
+CHAPTERS = ("01_phenomenon", "02_scale", "03_training", "05_vision", "07_toy_model")
 
 
 @dataclass(frozen=True)
@@ -190,8 +190,9 @@ def ch2_dims(c: RunConfig) -> tuple:
 
 @dataclass(frozen=True)
 class Point:
-    """One point of a chapter-2 axis: a model (shape, init or checkpoint) under the
-    protocol; `config` is its cyclic seed-0 run (the others differ in seed and order)."""
+    """One point of an axis of chapters 2 and 3 (a model, or a training factor, under
+    the protocol); `config` is its cyclic seed-0 run (the others differ in seed and
+    order)."""
 
     label: str
     config: RunConfig
@@ -316,6 +317,67 @@ def _ch2(preset: str) -> list[Group]:
             "pre-trained checkpoints' protocol: the last one, pilot documents"))
         groups.insert(0, Group("reused", "01_phenomenon", ch1_main(CH1_CPU_BASE, seeds),
                                "the 14M shape: chapter 1's main runs, seeds 0-4"))
+    return groups
+
+
+# ---- chapter 3: training factors ------------------------------------------------------
+
+# Fig. 5(a-c): recovery against the number of documents T, the gradient steps per
+# document M and the context length C, one factor moved at a time from chapter 1's cpu
+# protocol (random-init 14M shape, bytes, Adam reset 1e-3, T=10, C=128, M=10, E=5),
+# 5 seeds × both orders; the point at chapter 1's own values is chapter 1's main runs
+# (seeds 0-4). No new protocol choice: every point keeps chapter 1's lr and optimizer,
+# and an unstable point is a result (counted and shown), not a reason to move it.
+# deviation: the paper moves these factors for pre-trained Pythia-1B under GD 1e-3,
+# over T 10-200 and C 128-1024; here T 5-40 and C 64-256 (bytes).
+CH3_SEEDS = tuple(range(5))
+CH3_DOCS = (5, 10, 20, 40)  # T
+CH3_STEPS = (1, 5, 10, 20)  # M (the paper's values)
+CH3_CONTEXTS = (64, 128, 256)  # C
+
+
+def ch3_axes(preset: str) -> dict:
+    """{axis: (Point, …)} of chapter 3's preset: "docs" (T), "steps" (M), "context" (C)."""
+    _check("03_training", preset)
+    if preset == "smoke":
+        base, docs, steps, contexts = SMOKE_BASE, (2, 3), (1, 2), (8, 16)
+    elif preset == "cpu":
+        base, docs, steps, contexts = CH1_CPU_BASE, CH3_DOCS, CH3_STEPS, CH3_CONTEXTS
+    else:  # paper: SPEC §4, Fig. 5; pre-trained Pythia-1B, GD lr 1e-3, CNN/DailyMail
+        base = RunConfig(model="pythia-1b", corpus="cnn_dailymail", n_docs=25,
+                         context_len=256, steps_per_doc=10, n_epochs=5, optimizer="sgd",
+                         lr=1e-3, doc_filter="any")
+        docs, steps, contexts = (10, 25, 50, 100, 200), (1, 5, 10, 20), (128, 256, 512,
+                                                                          1024)
+    return {
+        "docs": tuple(Point(f"T={t}", replace(base, n_docs=t)) for t in docs),
+        "steps": tuple(Point(f"M={m}", replace(base, steps_per_doc=m)) for m in steps),
+        "context": tuple(Point(f"C={c}", replace(base, context_len=c)) for c in contexts),
+    }
+
+
+def _work(c: RunConfig) -> float:
+    """A run's cost in document passes (training steps count 3), times C."""
+    T, E, M = c.n_docs, c.n_epochs, c.steps_per_doc
+    return (3 * T * E * M + (T * E + 1) * T) * c.context_len
+
+
+def _ch3(preset: str) -> list[Group]:
+    """Every distinct point of the axes × seeds × both orders, cheapest first. In the
+    cpu preset chapter 1's protocol is chapter 1's main runs (seeds 0-4), read there."""
+    seeds = (0, 1) if preset == "smoke" else CH3_SEEDS
+    exp = "smoke/03_training" if preset == "smoke" else "03_training"
+    points = list(dict.fromkeys(p.config for pts in ch3_axes(preset).values()
+                                for p in pts))
+    groups = []
+    if preset == "cpu":
+        points.remove(CH1_CPU_BASE)
+        groups.append(Group("reused", "01_phenomenon", ch1_main(CH1_CPU_BASE, seeds),
+                            "chapter 1's protocol: chapter 1's main runs, seeds 0-4"))
+    points.sort(key=_work)
+    groups.append(Group("runs", exp, tuple(r for c in points for r in ch1_main(c, seeds)),
+                        f"every point of the chapter's axes, {len(seeds)} seeds × both "
+                        "orders"))
     return groups
 
 
@@ -491,6 +553,8 @@ def groups(chapter: str, preset: str) -> list[Group]:
         return []
     if chapter == "05_vision":
         return _ch5(preset)
+    if chapter == "03_training":
+        return _ch3(preset)
     return _ch1(preset) if chapter == "01_phenomenon" else _ch2(preset)
 
 

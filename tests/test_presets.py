@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,47 @@ def test_papermill_fails_fast_naming_the_parameter(tmp_path, args, needle, chapt
     assert out.returncode != 0
     assert needle in out.stdout + out.stderr
     assert time.time() - t0 < 120  # seconds of kernel start-up, no training
+
+
+# ---- chapter 3 ---------------------------------------------------------------------
+
+AXIS_FIELD = {"docs": "n_docs", "steps": "steps_per_doc", "context": "context_len"}
+
+
+@pytest.mark.parametrize("preset", ["smoke", "cpu", "paper"])
+def test_chapter3_axes_move_one_factor_from_the_base(preset):
+    """Each axis of Fig. 5(a-c) differs from its base in its own field only; the cpu
+    base is chapter 1's protocol, the paper's is its default (T=25, C=256, M=10)."""
+    axes = presets.ch3_axes(preset)
+    base = {"smoke": presets.SMOKE_BASE, "cpu": presets.CH1_CPU_BASE}.get(preset)
+    if base is None:
+        base = axes["docs"][1].config  # T = 25
+        assert (base.model, base.init, base.optimizer, base.lr) == (
+            "pythia-1b", "pretrained", "sgd", 1e-3)
+    for axis, field in AXIS_FIELD.items():
+        values = []
+        for p in axes[axis]:
+            diff = {k for k, v in p.config.to_dict().items() if v != getattr(base, k)}
+            assert diff <= {field}, (axis, diff)
+            values.append(getattr(p.config, field))
+        assert values == sorted(values) and getattr(base, field) in values
+    if preset == "cpu":
+        assert [p.config.n_docs for p in axes["docs"]] == [5, 10, 20, 40]
+        assert [p.config.steps_per_doc for p in axes["steps"]] == [1, 5, 10, 20]
+        assert [p.config.context_len for p in axes["context"]] == [64, 128, 256]
+
+
+def test_chapter3_cpu_preset_computes_every_point_and_reuses_chapter1():
+    groups = {g.name: g for g in presets.groups("03_training", "cpu")}
+    reused = groups["reused"].configs
+    assert set(reused) <= set(presets.group("01_phenomenon", "cpu", "main").configs)
+    assert {c.seed for c in reused} == set(range(5)) and len(reused) == 10
+    listed = set(groups["runs"].configs) | set(reused)
+    for pts in presets.ch3_axes("cpu").values():
+        for p in pts:
+            for o in ("cyclic", "shuffled"):
+                for s in range(5):
+                    assert replace(p.config, order=o, seed=s) in listed
+    assert len(groups["runs"].configs) == 80  # 8 new points × 5 seeds × 2 orders
+    cost = [presets._work(c) for c in groups["runs"].configs]
+    assert cost == sorted(cost)  # a stopped sweep leaves the dear points behind

@@ -392,6 +392,7 @@ TOY_PARAMS = {"n_tasks": (int, 2), "dim": (int, 1), "lr": (float, 0.0),
 NOTEBOOK_PARAMS = {
     "01_phenomenon": ("preset", *OVERRIDABLE, "seeds", "device"),
     "02_scale": ("preset", "seeds", "device"),
+    "03_training": ("preset", "seeds", "device"),
     "07_toy_model": ("preset", *TOY_PARAMS),
 }
 DEVICES = ("auto", "cpu", "cuda")
@@ -479,7 +480,8 @@ def settings(chapter: str, params: dict, defined=None) -> Settings:
     over = {k: params[k] for k in OVERRIDABLE if params.get(k) is not None}
     seeds = params.get("seeds")
     seeds = None if seeds is None else _check_seeds(seeds)
-    if chapter == "02_scale":  # the axes are the chapter: only the seeds change
+    if chapter in ("02_scale", "03_training"):  # the axes are the chapter: only the
+        # seeds change
         gs = tuple(groups(chapter, preset))
         if seeds:
             gs = tuple(Group(g.name, g.experiment, tuple(dict.fromkeys(

@@ -1,4 +1,5 @@
-"""Recovery along a model axis: size, width, depth, heads, init, pre-training (chapter 2).
+"""Recovery along an axis: a model's size, width, depth, heads, init or pre-training
+(chapter 2), or a training factor, T, M or C (chapter 3).
 
 An axis is a tuple of `presets.Point`s (one model each, under one protocol); each point
 has cyclic and shuffled runs paired by seed. For every point we report RS(n) of both
@@ -102,10 +103,13 @@ def null_verdict(iv: stats.Interval, margin: float) -> str:
     return "not reproduced" if iv.excludes_zero() else "inconclusive"
 
 
-# The chapter's claims, one per paper figure: (item, axis, what the paper says, the
+# A chapter's claims, one per paper figure: (item, axis, what the paper says, the
 # per-seed statistic compared, and how). "trend": the last point minus the first, the
-# paper predicting a rise; "null": fewest vs most heads, the paper predicting little
-# effect; "pairs": each (first, second) pair of points, the first predicted higher.
+# paper predicting a rise; "falls": the same, the paper predicting a fall; "null":
+# first vs last point, the paper predicting little effect; "none_first": no recovery
+# at the first point (its cyclic − shuffled contrast within the null margin); "every":
+# recovery at every point; "pairs": each (first, second) pair of points, the first
+# predicted higher; "single": the one point's contrast. Chapter 2's:
 CLAIMS = (
     ("Fig. 2(a)", "pretrained", "RS(4) rises with pre-trained Pythia size; sharp jump "
      "160M → 410M", "cyclic", "trend"),
@@ -121,6 +125,18 @@ CLAIMS = (
     ("Fig. 16", "steps", "more pre-training steps → more recovery", "cyclic", "trend"),
     ("Fig. 20", "gpt2", "GPT-2-large shows recovery", "contrast", "single"),
 )
+# Chapter 3's (Fig. 5(a-c) and the M = 1 half of Fig. 13's claim), written down with
+# the presets, before any of their runs was computed
+TRAINING_CLAIMS = (
+    ("Fig. 5(a)", "docs", "clear recovery for every number of documents T (10 to 200)",
+     "contrast", "every"),
+    ("Fig. 5(b)", "steps", "more gradient steps per document M → higher RS", "contrast",
+     "trend"),
+    ("Fig. 5(b), M = 1", "steps", "one step per document (M = 1) shows no anticipation "
+     "at lr 1e-3", "contrast", "none_first"),
+    ("Fig. 5(c)", "context", "longer context C → lower RS at fixed M", "contrast",
+     "falls"),
+)
 WHAT = {"contrast": "cyclic − shuffled RS", "cyclic": "RS of the cyclic runs"}
 
 
@@ -130,11 +146,13 @@ def axis_stats(axes: dict, runs: dict, seeds, epoch: int) -> dict:
             for name, pts in axes.items()}
 
 
-def claim(item: str, st: dict, epoch: int, margin: float | None = None) -> dict:
-    """The verdict row of one figure from `axis_stats(...)`; `margin` (for the "null"
-    claim: how large a change still counts as "little") is, unless given, half the
-    effect itself: half the mean cyclic − shuffled contrast over the axis's points."""
-    _, axis, paper, what, kind = next(c for c in CLAIMS if c[0] == item)
+def claim(item: str, st: dict, epoch: int, margin: float | None = None,
+          table=CLAIMS) -> dict:
+    """The verdict row of one figure of `table` from `axis_stats(...)`; `margin` (for
+    the "null" and "none_first" claims: how large an effect still counts as "little")
+    is, unless given, half the effect itself: half the mean cyclic − shuffled contrast
+    over the axis's points."""
+    _, axis, paper, what, kind = next(c for c in table if c[0] == item)
     row = dict(item=item, paper=paper, verdict="not in this preset", measured="—")
     if axis not in st:
         return row
@@ -147,20 +165,31 @@ def claim(item: str, st: dict, epoch: int, margin: float | None = None) -> dict:
     if kind == "single":
         iv = pts[0]["contrast"]
         return {**row, "verdict": pts[0]["verdict"], "measured": f"{stat}: {iv.text()}"}
-    if kind == "trend":
-        iv = change(pts[0], pts[-1], what)
+    if kind in ("trend", "falls"):  # the interval is of the predicted-positive side
+        hi, lo = (pts[-1], pts[0]) if kind == "trend" else (pts[0], pts[-1])
+        iv = change(lo, hi, what)
         return {**row, "verdict": stats.verdict(iv),
-                "measured": f"{stat}, {pts[-1]['label']} minus {pts[0]['label']}: "
-                            f"{iv.text()}"}
+                "measured": f"{stat}, {hi['label']} minus {lo['label']}: {iv.text()}"}
+    if margin is None:
+        margin = 0.5 * abs(float(np.mean([p["contrast"].mean for p in pts])))
+    little = f"'little' = within ±{margin:.3f} (half the mean contrast along the axis)"
     if kind == "null":
         lo, hi = pts[0], pts[-1]
         iv = change(lo, hi, what)
-        if margin is None:
-            margin = 0.5 * abs(float(np.mean([p["contrast"].mean for p in pts])))
         return {**row, "verdict": null_verdict(iv, margin),
                 "measured": f"{stat}, {hi['label']} minus {lo['label']}: {iv.text()}; "
-                            f"'little' = within ±{margin:.3f} (half the mean "
-                            "contrast along the axis)"}
+                            f"{little}"}
+    if kind == "none_first":
+        iv = pts[0]["contrast"]
+        return {**row, "verdict": null_verdict(iv, margin),
+                "measured": f"{stat} at {pts[0]['label']}: {iv.text()}; {little}"}
+    if kind == "every":
+        verdicts = [p["verdict"] for p in pts]
+        n_ok = verdicts.count("reproduced")
+        verdict = (verdicts[0] if len(set(verdicts)) == 1 else
+                   f"partly: reproduced at {n_ok} of {len(pts)} points")
+        return {**row, "verdict": verdict, "measured": f"{stat}: " + "; ".join(
+            f"{p['label']} {p['contrast'].text()}" for p in pts)}
     # pairs: (first, second), (third, fourth), ...: the first of each predicted higher
     parts, verdicts = [], []
     for a, b in zip(pts[0::2], pts[1::2]):
@@ -173,22 +202,24 @@ def claim(item: str, st: dict, epoch: int, margin: float | None = None) -> dict:
     return {**row, "verdict": verdict, "measured": f"{stat}: " + "; ".join(parts)}
 
 
-def claims(st: dict, epoch: int) -> list[dict]:
-    """Every figure's verdict row (`claim`), in the paper's order."""
-    return [claim(c[0], st, epoch) for c in CLAIMS]
+def claims(st: dict, epoch: int, table=CLAIMS) -> list[dict]:
+    """Every figure's verdict row (`claim`) of a claims table, in the paper's order."""
+    return [claim(c[0], st, epoch, table=table) for c in table]
 
 
 class Chapter:
-    """Chapter 2's runs along its axes, with every point's statistics and verdict.
+    """A chapter's runs along its axes, with every point's statistics and verdict.
 
-    axes: `presets.ch2_axes(preset)`; runs: {RunConfig: Run}; the recovery score is
-    read at `epoch` (the paper: RS(4) with E = 5).
+    axes: `presets.ch2_axes(preset)` (or `ch3_axes`); runs: {RunConfig: Run}; the
+    recovery score is read at `epoch` (the paper: RS(4) with E = 5); table: the
+    chapter's claims (`CLAIMS`, `TRAINING_CLAIMS`).
     """
 
-    def __init__(self, axes: dict, runs: dict, seeds, epoch: int):
+    def __init__(self, axes: dict, runs: dict, seeds, epoch: int, table=CLAIMS):
         self.axes, self.runs, self.seeds, self.epoch = axes, runs, list(seeds), epoch
+        self.table = table
         self.stats = axis_stats(axes, runs, self.seeds, epoch)
-        self.verdicts = {r["item"]: r for r in claims(self.stats, epoch)}
+        self.verdicts = {r["item"]: r for r in claims(self.stats, epoch, table)}
 
     def points(self, axis: str) -> dict:
         """{label: {"cyclic": [...], "shuffled": [...]}} of an axis's computed points."""
@@ -218,7 +249,7 @@ class Chapter:
             display(fig)
             plt.close(fig)
         display(plots.records_table([row(p, self.epoch) for p in self.stats[axis]]))
-        items = [item for item, axis_of, *_ in CLAIMS if axis_of == axis]
+        items = [item for item, axis_of, *_ in self.table if axis_of == axis]
         for item in items:
             v = self.verdicts[item]
             print(f"{item}: {v['verdict']} — {v['measured']}")

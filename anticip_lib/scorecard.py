@@ -90,17 +90,25 @@ def chapter1_items() -> list[Item]:
             item("Table 1", online, "online loss shuffled − cyclic (stand-in model only)")]
 
 
-def chapter2_items() -> list[Item]:
-    """Figs. 2(a, b), 3, 14, 15, 16 and 20 from chapter 2's committed cpu runs (the
-    same `scale.Chapter` the chapter shows); Figs. 2(a) and 20 are paper-preset only."""
-    from . import compare, results, scale
+def _committed(chapter: str) -> dict:
+    """{RunConfig: Run} of a chapter's cpu preset, from the saved runs only."""
+    from . import results
 
-    axes = presets.ch2_axes("cpu")
     runs = {}
-    for g in presets.groups("02_scale", "cpu"):
+    for g in presets.groups(chapter, "cpu"):
         for c in g.configs:
             if (r := results.find_run(c, g.experiment)) is not None:
                 runs[c] = r
+    return runs
+
+
+def chapter2_items() -> list[Item]:
+    """Figs. 2(a, b), 3, 14, 15, 16 and 20 from chapter 2's committed cpu runs (the
+    same `scale.Chapter` the chapter shows); Figs. 2(a) and 20 are paper-preset only."""
+    from . import compare, scale
+
+    axes = presets.ch2_axes("cpu")
+    runs = _committed("02_scale")
     base = next(iter(presets.configs("02_scale", "cpu")))
     ch = scale.Chapter(axes, runs, presets.CH2_SEEDS, base.n_epochs - 1)
     v = ch.verdicts
@@ -141,6 +149,36 @@ def chapter2_items() -> list[Item]:
     ]
 
 
+def chapter3_items() -> list[Item]:
+    """Figs. 5(a-c) from chapter 3's committed cpu runs (the same `scale.Chapter` the
+    chapter shows); Fig. 5(b) carries both of its claims (the trend, none at M = 1)."""
+    from . import compare, scale
+
+    axes = presets.ch3_axes("cpu")
+    runs = _committed("03_training")
+    base = presets.CH1_CPU_BASE
+    ch = scale.Chapter(axes, runs, presets.CH3_SEEDS, base.n_epochs - 1,
+                       table=scale.TRAINING_CLAIMS)
+    v = ch.verdicts
+    first = next(iter(runs.values()), None)
+    model = compare.model_label(first) if first is not None else base.model
+    proto = (f"{model}; around T = {base.n_docs}, C = {base.context_len} bytes, "
+             f"M = {base.steps_per_doc}, E = {base.n_epochs}, {base.optimizer} "
+             f"{base.lr:g}; {len(presets.CH3_SEEDS)} seeds per order")
+    where = _link(3)
+    trend, none = v["Fig. 5(b)"], v["Fig. 5(b), M = 1"]
+    fig5b = dict(paper="more steps per document M → higher RS; none at M = 1, lr 1e-3",
+                 verdict=trend["verdict"] if trend["verdict"] == none["verdict"] else
+                 f"partly: more steps {trend['verdict']}, none at M = 1 {none['verdict']}",
+                 measured=f"{trend['measured']}; M = 1: {none['measured']}")
+    return [Item(key, row["paper"], row["verdict"], row["measured"], scale_text, where)
+            for key, row, scale_text in (
+                ("Fig. 5(a)", v["Fig. 5(a)"], f"T = 5–40 (paper 10–200); {proto}"),
+                ("Fig. 5(b)", fig5b, f"M = 1–20 (the paper's); {proto}"),
+                ("Fig. 5(c)", v["Fig. 5(c)"], f"C = 64–256 bytes (paper 128–1,024 "
+                                              f"tokens); {proto}"))]
+
+
 def toy_items(seeds=(0, 1, 2, 3, 4), epoch: int = 10) -> list[Item]:
     """Figs. 10 and 11 from the toy model at the paper's (b) setting (milliseconds)."""
     import numpy as np
@@ -169,7 +207,8 @@ def toy_items(seeds=(0, 1, 2, 3, 4), epoch: int = 10) -> list[Item]:
 
 def items() -> list[Item]:
     """Every row of the scorecard, in the paper's order."""
-    found = {i.item: i for i in chapter1_items() + chapter2_items() + toy_items()}
+    found = {i.item: i for i in chapter1_items() + chapter2_items() + chapter3_items()
+             + toy_items()}
     for item, paper, chapter in _PLANNED:
         found.setdefault(item, Item(item, paper, NOT_YET, where=f"planned: ch. {chapter}"))
     for extra in _extra_items():

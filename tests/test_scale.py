@@ -230,3 +230,42 @@ def test_model_note_names_what_the_points_share():
                             "random init (Pythia recipe); byte-level")
     assert ch.note("b") == "ours, at the checkpoint of each point"
     assert ch.note("c") == "same"
+
+
+# ---- chapter 3's claims (hand-worked points) ----------------------------------------
+
+T3 = scale.TRAINING_CLAIMS
+
+
+def test_falls_claim_is_the_first_point_minus_the_last():
+    short = _point("C=64", [0.4, 0.5, 0.45, 0.5, 0.4], [0.1, 0.2, 0.1, 0.1, 0.1])
+    long = _point("C=256", [0.2, 0.3, 0.2, 0.3, 0.25], [0.1] * 5)
+    # contrasts: C=64 0.3, 0.3, 0.35, 0.4, 0.3; C=256 0.1, 0.2, 0.1, 0.2, 0.15
+    row = scale.claim("Fig. 5(c)", {"context": [short, long]}, 4, table=T3)
+    assert row["verdict"] == "reproduced" and "C=64 minus C=256: 0.18" in row["measured"]
+    row = scale.claim("Fig. 5(c)", {"context": [long, short]}, 4, table=T3)
+    assert row["verdict"] == "opposite"
+
+
+def test_every_point_claim_counts_the_points():
+    yes = _point("T=5", [0.3, 0.35, 0.3, 0.32, 0.31], [0.1] * 5)
+    also = _point("T=10", [0.4, 0.45, 0.42, 0.41, 0.4], [0.1] * 5)
+    flat = _point("T=40", [0.1, 0.3, 0.0, 0.2, 0.05], [0.1, 0.1, 0.1, 0.1, 0.1])
+    row = scale.claim("Fig. 5(a)", {"docs": [yes, also]}, 4, table=T3)
+    assert row["verdict"] == "reproduced" and "T=5 0.22" in row["measured"]
+    row = scale.claim("Fig. 5(a)", {"docs": [yes, also, flat]}, 4, table=T3)
+    assert row["verdict"] == "partly: reproduced at 2 of 3 points"
+
+
+def test_no_recovery_at_the_first_point():
+    """M = 1 "shows no anticipation": its contrast within ± half the axis's mean."""
+    m1 = _point("M=1", [0.1, 0.11, 0.09, 0.1, 0.1], [0.1] * 5)  # contrast ~0, narrow
+    m20 = _point("M=20", [0.5, 0.52, 0.5, 0.51, 0.5], [0.1] * 5)  # contrast ~0.41
+    row = scale.claim("Fig. 5(b), M = 1", {"steps": [m1, m20]}, 4, table=T3)
+    # margin = half the mean contrast (0.0 and 0.406) = 0.1015
+    assert row["verdict"] == "reproduced" and "±0.102" in row["measured"]
+    m1_up = _point("M=1", [0.3, 0.31, 0.29, 0.3, 0.3], [0.1] * 5)  # contrast 0.2 > margin
+    row = scale.claim("Fig. 5(b), M = 1", {"steps": [m1_up, m20]}, 4, table=T3)
+    assert row["verdict"] == "not reproduced"
+    assert scale.claim("Fig. 5(b)", {"steps": [m1, m20]}, 4, table=T3)["verdict"] == \
+        "reproduced"

@@ -70,6 +70,7 @@ def run_stem(config: RunConfig, record=None) -> str:
     init += "" if c.revision == "main" else f"_{c.revision}"
     split = "" if c.doc_split == "all" else f"_{c.doc_split}"
     split += "" if c.precision == "fp32" else f"_{c.precision}"
+    split += "" if c.lr_schedule == "constant" else f"_{c.lr_schedule}"
     order = c.order if c.order != "partial" else f"partial{c.n_shuffled}"
     rec = "_rec" if records.identity(record) else ""
     return (

@@ -125,8 +125,8 @@ CLAIMS = (
     ("Fig. 16", "steps", "more pre-training steps → more recovery", "cyclic", "trend"),
     ("Fig. 20", "gpt2", "GPT-2-large shows recovery", "contrast", "single"),
 )
-# Chapter 3's (Fig. 5(a-c) and the M = 1 half of Fig. 13's claim), written down with
-# the presets, before any of their runs was computed
+# Chapter 3's (Figs. 5(a-c), 13, 17, 19(a)), written down with the presets, before any
+# of their runs was computed
 TRAINING_CLAIMS = (
     ("Fig. 5(a)", "docs", "clear recovery for every number of documents T (10 to 200)",
      "contrast", "every"),
@@ -136,6 +136,13 @@ TRAINING_CLAIMS = (
      "at lr 1e-3", "contrast", "none_first"),
     ("Fig. 5(c)", "context", "longer context C → lower RS at fixed M", "contrast",
      "falls"),
+    # added with their axes, before any of their runs was computed
+    ("Fig. 13", "one_step", "one step per document at a larger lr (0.01) shows slight "
+     "recovery", "contrast", "single"),
+    ("Fig. 17", "cosine", "recovery survives a cosine learning-rate schedule (10 "
+     "epochs)", "contrast", "single"),
+    ("Fig. 19(a)", "same_update", "the same total update split into more steps → "
+     "stronger recovery", "contrast", "trend"),
 )
 WHAT = {"contrast": "cyclic − shuffled RS", "cyclic": "RS of the cyclic runs"}
 

@@ -150,8 +150,9 @@ def chapter2_items() -> list[Item]:
 
 
 def chapter3_items() -> list[Item]:
-    """Figs. 5(a-c) from chapter 3's committed cpu runs (the same `scale.Chapter` the
-    chapter shows); Fig. 5(b) carries both of its claims (the trend, none at M = 1)."""
+    """Figs. 5(a-c), 13, 17 and 19(a) from chapter 3's committed cpu runs (the same
+    `scale.Chapter` the chapter shows); Fig. 5(b) carries both of its claims (the
+    trend, none at M = 1), Fig. 19 says its part (b) is not covered."""
     from . import compare, scale
 
     axes = presets.ch3_axes("cpu")
@@ -171,12 +172,22 @@ def chapter3_items() -> list[Item]:
                  verdict=trend["verdict"] if trend["verdict"] == none["verdict"] else
                  f"partly: more steps {trend['verdict']}, none at M = 1 {none['verdict']}",
                  measured=f"{trend['measured']}; M = 1: {none['measured']}")
+    f19 = v["Fig. 19(a)"]
+    fig19 = dict(paper="same total update in more steps → stronger; C = 1024 needs more M",
+                 verdict=f"(a) {f19['verdict']}; (b) not yet covered",
+                 measured=f"(a) {f19['measured']}")
+    adam = "Adam reset per document where the paper uses GD"
     return [Item(key, row["paper"], row["verdict"], row["measured"], scale_text, where)
             for key, row, scale_text in (
                 ("Fig. 5(a)", v["Fig. 5(a)"], f"T = 5–40 (paper 10–200); {proto}"),
                 ("Fig. 5(b)", fig5b, f"M = 1–20 (the paper's); {proto}"),
                 ("Fig. 5(c)", v["Fig. 5(c)"], f"C = 64–256 bytes (paper 128–1,024 "
-                                              f"tokens); {proto}"))]
+                                              f"tokens); {proto}"),
+                ("Fig. 13", v["Fig. 13"], f"M = 1 at lr 0.01, {adam}; {proto}"),
+                ("Fig. 17", v["Fig. 17"], f"cosine to 0 over E = 10 epochs, RS(4); "
+                                          f"{proto}"),
+                ("Fig. 19", fig19, f"(a) lr = 0.01 / M for M = 1–20 (the paper's), "
+                                   f"{adam}; {proto}"))]
 
 
 def toy_items(seeds=(0, 1, 2, 3, 4), epoch: int = 10) -> list[Item]:

@@ -162,6 +162,19 @@ def test_chapter3_axes_move_one_factor_from_the_base(preset):
             assert diff <= {field}, (axis, diff)
             values.append(getattr(p.config, field))
         assert values == sorted(values) and getattr(base, field) in values
+    # Fig. 19(a): lr × M the same at every point; Fig. 13: its first point; Fig. 17:
+    # the base with a cosine schedule over more epochs
+    update = [p.config.lr * p.config.steps_per_doc for p in axes["same_update"]]
+    assert update == pytest.approx([update[0]] * len(update))
+    assert [p.config.steps_per_doc for p in axes["same_update"]] == \
+        [p.config.steps_per_doc for p in axes["steps"]]
+    assert axes["one_step"][0].config == axes["same_update"][0].config
+    assert axes["one_step"][0].config.steps_per_doc == 1
+    (cos,) = axes["cosine"]
+    diff = {k for k, v in cos.config.to_dict().items() if v != getattr(base, k)}
+    assert diff == {"lr_schedule", "n_epochs"} and cos.config.lr_schedule == "cosine"
+    if preset != "smoke":
+        assert update[0] == pytest.approx(0.01) and cos.config.n_epochs == 10
     if preset == "cpu":
         assert [p.config.n_docs for p in axes["docs"]] == [5, 10, 20, 40]
         assert [p.config.steps_per_doc for p in axes["steps"]] == [1, 5, 10, 20]
@@ -179,6 +192,8 @@ def test_chapter3_cpu_preset_computes_every_point_and_reuses_chapter1():
             for o in ("cyclic", "shuffled"):
                 for s in range(5):
                     assert replace(p.config, order=o, seed=s) in listed
-    assert len(groups["runs"].configs) == 80  # 8 new points × 5 seeds × 2 orders
+    # 8 new points of Fig. 5(a-c), 3 of Fig. 19(a) (M = 10 is chapter 1's), 1 of
+    # Fig. 17 (Fig. 13's is Fig. 19(a)'s first): × 5 seeds × 2 orders
+    assert len(groups["runs"].configs) == 120
     cost = [presets._work(c) for c in groups["runs"].configs]
     assert cost == sorted(cost)  # a stopped sweep leaves the dear points behind

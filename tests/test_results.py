@@ -600,6 +600,7 @@ def test_bf16_run_is_cached_apart_from_its_fp32_twin(dirs):
     assert results.run_stem(CFG) == results.run_stem(RunConfig.from_dict(
         {k: v for k, v in CFG.to_dict().items() if k != "precision"}))
     assert "_bf16_" in results.run_stem(half) and "bf16" not in results.run_stem(CFG)
+    assert "_cosine_" in results.run_stem(replace(CFG, lr_schedule="cosine"))
     a = results.run_cached(CFG, "smoke", progress=False)
     b = results.run_cached(half, "smoke", progress=False)
     assert not np.array_equal(a.eval_loss, b.eval_loss)

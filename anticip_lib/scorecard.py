@@ -150,7 +150,7 @@ def chapter2_items() -> list[Item]:
 
 
 def chapter3_items() -> list[Item]:
-    """Figs. 5(a-c), 13, 17 and 19(a) from chapter 3's committed cpu runs (the same
+    """Figs. 5(a-c), 6 (random init), 13, 17 and 19(a) from chapter 3's committed cpu runs (the same
     `scale.Chapter` the chapter shows); Fig. 5(b) carries both of its claims (the
     trend, none at M = 1), Fig. 19 says its part (b) is not covered."""
     from . import compare, scale
@@ -177,12 +177,19 @@ def chapter3_items() -> list[Item]:
                  verdict=f"(a) {f19['verdict']}; (b) not yet covered",
                  measured=f"(a) {f19['measured']}")
     adam = "Adam reset per document where the paper uses GD"
+    f6 = v["Fig. 6"]
+    fig6 = dict(paper=f6["paper"] + " (random init and pre-trained)",
+                verdict=f"{f6['verdict']} (random init only; pre-trained not covered)",
+                measured=f6["measured"])
     return [Item(key, row["paper"], row["verdict"], row["measured"], scale_text, where)
             for key, row, scale_text in (
                 ("Fig. 5(a)", v["Fig. 5(a)"], f"T = 5–40 (paper 10–200); {proto}"),
                 ("Fig. 5(b)", fig5b, f"M = 1–20 (the paper's); {proto}"),
                 ("Fig. 5(c)", v["Fig. 5(c)"], f"C = 64–256 bytes (paper 128–1,024 "
                                               f"tokens); {proto}"),
+                ("Fig. 6", fig6, f"each optimizer at the lr chapter 1's rules pass "
+                                 f"(Adam reset 1e-3, GD {presets.CH3_GD_LR:g}; paper: "
+                                 f"1e-5, 1e-3); {proto}"),
                 ("Fig. 13", v["Fig. 13"], f"M = 1 at lr 0.01, {adam}; {proto}"),
                 ("Fig. 17", v["Fig. 17"], f"cosine to 0 over E = 10 epochs, RS(4); "
                                           f"{proto}"),

@@ -175,6 +175,14 @@ def test_chapter3_axes_move_one_factor_from_the_base(preset):
     assert diff == {"lr_schedule", "n_epochs"} and cos.config.lr_schedule == "cosine"
     if preset != "smoke":
         assert update[0] == pytest.approx(0.01) and cos.config.n_epochs == 10
+    # Fig. 6: Adam reset against GD, nothing else moved but the optimizer and its lr
+    adam, gd = (p.config for p in axes["optimizer"])
+    assert (adam.optimizer, gd.optimizer) == ("adam_reset", "sgd")
+    for c in (adam, gd):
+        diff = {k for k, v in c.to_dict().items() if v != getattr(base, k)}
+        assert diff <= {"optimizer", "lr"}
+    if preset == "cpu":  # each at the lr chapter 1's rules pass for it
+        assert (adam.lr, gd.lr) == (presets.CH1_CPU_PROTOCOL["lr"], 0.1)
     if preset == "cpu":
         assert [p.config.n_docs for p in axes["docs"]] == [5, 10, 20, 40]
         assert [p.config.steps_per_doc for p in axes["steps"]] == [1, 5, 10, 20]
@@ -193,7 +201,7 @@ def test_chapter3_cpu_preset_computes_every_point_and_reuses_chapter1():
                 for s in range(5):
                     assert replace(p.config, order=o, seed=s) in listed
     # 8 new points of Fig. 5(a-c), 3 of Fig. 19(a) (M = 10 is chapter 1's), 1 of
-    # Fig. 17 (Fig. 13's is Fig. 19(a)'s first): × 5 seeds × 2 orders
-    assert len(groups["runs"].configs) == 120
+    # Fig. 17, 1 of Fig. 6 (Fig. 13's is Fig. 19(a)'s first): × 5 seeds × 2 orders
+    assert len(groups["runs"].configs) == 130
     cost = [presets._work(c) for c in groups["runs"].configs]
     assert cost == sorted(cost)  # a stopped sweep leaves the dear points behind

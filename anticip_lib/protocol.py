@@ -9,7 +9,7 @@ the recovery score:
 - fit: mean episode fit ≥ `min_fit` (an episode at least halves its document's loss);
 - cost: the whole preset fits `budget_core_min` core-minutes.
 Among candidates that pass, a pre-trained model is preferred, then the larger model,
-then the smaller learning rate. Only numpy and the metrics are used here.
+then (where the rules name one) the paper's optimizer, then the smaller learning rate. Only numpy and the metrics are used here.
 """
 
 from dataclasses import dataclass
@@ -119,12 +119,16 @@ def judge(runs, *, max_rise: float, lr_margin: float, min_fit: float,
     return out
 
 
-def choose(verdicts: list[Verdict], n_params: dict) -> Verdict | None:
-    """The candidate the rules pick: pre-trained first, then larger, then smaller lr."""
+def choose(verdicts: list[Verdict], n_params: dict,
+           prefer_optimizer: str | None = None) -> Verdict | None:
+    """The candidate the rules pick: pre-trained first, then larger, then (when
+    `prefer_optimizer` is given) that optimizer, then the smaller lr."""
     ok = [v for v in verdicts if v.passes]
     if not ok:
         return None
-    return min(ok, key=lambda v: (v.init != "pretrained", -n_params.get(v.model, 0), v.lr))
+    return min(ok, key=lambda v: (v.init != "pretrained", -n_params.get(v.model, 0),
+                                  prefer_optimizer is not None
+                                  and v.optimizer != prefer_optimizer, v.lr))
 
 
 def work_units(n_docs: int, n_epochs: int, steps_per_doc: int) -> int:

@@ -62,7 +62,8 @@ def test_compare_pairs_by_seed_and_contrasts():
         compare.compare([run(seed=0)], [run(seed=1)], 3)
 
 
-def _pilot(lr, rise_ok=True, fit_big=True, model="pythia-14m", n=2):
+def _pilot(lr, rise_ok=True, fit_big=True, model="pythia-14m", n=2,
+           optimizer="adam_reset"):
     e = L.copy()
     if not fit_big:  # an episode lowers its document's loss only a little
         e = np.array([[4.0, 4, 4], [3.8, 4, 4], [3.8, 3.8, 4], [3.8, 3.8, 3.8],
@@ -70,7 +71,7 @@ def _pilot(lr, rise_ok=True, fit_big=True, model="pythia-14m", n=2):
     if not rise_ok:
         e = e.copy()
         e[2, 0] = 7.0  # 1.75 x its start
-    return [run(e, seed=s, lr=lr, model=model, optimizer="adam_reset") for s in range(n)]
+    return [run(e, seed=s, lr=lr, model=model, optimizer=optimizer) for s in range(n)]
 
 
 RULES = dict(max_rise=1.5, lr_margin=0.5, min_fit=0.5, budget_core_min=240)
@@ -100,6 +101,18 @@ def test_choose_prefers_pretrained_then_larger_then_smaller_lr():
     small = protocol.choose([v for v in vs if v.model == "pythia-14m"], {})
     assert small.lr == 3e-4
     assert protocol.choose([], {}) is None
+
+
+def test_choose_prefers_the_named_optimizer_after_size_before_lr():
+    runs = _pilot(1e-4) + _pilot(0.1, optimizer="sgd") + _pilot(0.3, optimizer="sgd")
+    vs = protocol.judge(runs, **RULES)
+    assert protocol.choose(vs, {}).optimizer == "adam_reset"  # smaller lr, no preference
+    pick = protocol.choose(vs, {}, prefer_optimizer="sgd")
+    assert (pick.optimizer, pick.lr) == ("sgd", 0.1)
+    # a larger model still comes first, whatever its optimizer
+    big = protocol.judge(_pilot(1e-4, model="pythia-70m"), **RULES)
+    pick = protocol.choose(vs + big, {"pythia-70m": 70e6}, prefer_optimizer="sgd")
+    assert (pick.model, pick.optimizer) == ("pythia-70m", "adam_reset")
 
 
 def test_check_choice_fails_when_rules_disagree_with_preset():

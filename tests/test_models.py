@@ -35,9 +35,9 @@ PYTHIA = {"pythia-14m": (128, 6, 4), "pythia-31m": (256, 6, 8), "pythia-70m": (5
 
 
 def test_registry_names_and_shapes():
-    assert set(PYTHIA) | {"smollm2-135m", "gemma3-270m", "tiny-gpt", "news-14m",
-                          "news-tiny"} == set(M.MODELS)
-    assert {n for n, s in M.MODELS.items() if s.family == "ours"} == {"news-14m", "news-tiny"}
+    ours = {"news-xs", "news-s", "news-14m", "news-tiny"}
+    assert set(PYTHIA) | {"smollm2-135m", "gemma3-270m", "tiny-gpt"} | ours == set(M.MODELS)
+    assert {n for n, s in M.MODELS.items() if s.family == "ours"} == ours
     for name, (d, L, h) in PYTHIA.items():
         s = M.MODELS[name]
         assert (s.family, s.d_model, s.n_layers, s.n_heads) == ("pythia", d, L, h)

@@ -92,30 +92,6 @@ def test_revisions_are_checked():
         pretrain.recipe("news-2b")
 
 
-def test_pretraining_text_shares_no_article_with_the_fine_tuning_corpus():
-    from anticip_lib import data
-
-    pre = {i for i, _ in data.pretraining_texts()}
-    cnn = {i for i, _ in data.load_texts("cnn-embedded")}
-    assert len(pre) > 3000 and cnn and not pre & cnn
-
-
-@pytest.mark.slow
-def test_pretraining_writes_loadable_checkpoints_and_a_record(tmp_path, monkeypatch):
-    monkeypatch.setenv("ANTICIP_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("ANTICIP_RESULTS", str(tmp_path / "results"))
-    m0, tok = M.load_model("news-tiny", revision="step0")  # pre-trains (seconds)
-    m20, _ = M.load_model("news-tiny")  # "main" = the last step, from the cache
-    rec = pretrain.load_record("news-tiny")
-    assert rec["recipe"]["steps"] == 20 and set(rec["val_loss"]) == {"0", "10", "20"}
-    assert rec["val_loss"]["20"] < rec["val_loss"]["0"]  # it learned something
-    start = M.random_model("tiny-gpt", len(tok), init="pythia", seed=0)
-    for (n, a), (_, b) in zip(m0.named_parameters(), start.named_parameters()):
-        assert torch.equal(a, b), n  # step 0 is the recipe's Pythia-init draw
-    assert any(not torch.equal(a, b) for a, b in zip(m0.parameters(), m20.parameters()))
-    assert "pre-trained here" in M.describe("news-tiny", revision="step10")
-
-
 # ---- presets ---------------------------------------------------------------------
 
 def test_chapter2_shapes_match_the_registry():

@@ -83,7 +83,9 @@ def load_model(name: str, *, init: str = "pretrained", revision: str = "main",
         tok = from_hub(AutoTokenizer.from_pretrained, what, revision)
         model = from_hub(AutoModelForCausalLM.from_pretrained, what, revision,
                          dtype=torch.float32)
-    elif kind == "registry" and what.family == "ours":  # pre-trained here, cached
+    elif kind == "registry" and what.family == "ours":  # pre-trained here: committed
+        # or cached weights; a missing checkpoint fails naming the command (never
+        # pre-trains silently)
         from ..pretrain import checkpoint
         tok = load_tokenizer(name)
         model = GPTNeoXForCausalLM.from_pretrained(checkpoint(name, revision),

@@ -49,9 +49,18 @@ MODELS: dict[str, ModelSpec] = {s.name: s for s in [
               "Gemma-3-270m base (Q4_K_M GGUF de-quantised to fp32), embedded"),
     # deviation: Pythia's intermediate checkpoints (Fig. 16) do not install offline;
     # chapter 2 pre-trains this Pythia-14M shape itself (anticip_lib/pretrain.py).
+    # The family pre-trained here under one recipe (chapter 1, Fig. 2(a)); non-embedding
+    # parameters 100k, 448k, 1.19M (12× span).
+    ModelSpec("news-xs", "ours", None, 64, 2, 2, 2048,
+              "d=64, L=2 GPT-NeoX pre-trained here (bytes; 3.5k non-CNN news articles, "
+              "2,000 steps of our recipe; 100k non-embedding parameters)"),
+    ModelSpec("news-s", "ours", None, 96, 4, 3, 2048,
+              "d=96, L=4 GPT-NeoX pre-trained here (bytes; 3.5k non-CNN news articles, "
+              "2,000 steps of our recipe; 448k non-embedding parameters)"),
     ModelSpec("news-14m", "ours", None, 128, 6, 4, 2048,
-              "Pythia-14M shape pre-trained here (bytes; 3.4k non-CNN news articles, "
-              "2,000 steps of our recipe; not Pythia's weights)"),
+              "Pythia-14M shape pre-trained here (bytes; 3.5k non-CNN news articles, "
+              "2,000 steps of our recipe; 1.19M non-embedding parameters; "
+              "not Pythia's weights)"),
     ModelSpec("news-tiny", "ours", None, 64, 2, 4, 2048,
               "tiny-gpt pre-trained here for 20 steps (smoke tests only)"),
     ModelSpec("tiny-gpt", "tiny", None, 64, 2, 4, 2048,

@@ -11,8 +11,33 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import metrics, stats
+from .verdicts import Claim
 
 MAX_RISE = 1.5  # the stability rule of chapter 1's pilot, applied to every run
+
+# Chapter 1's claims, each with its estimand (one number per seed, the two orders paired
+# by seed), margin and the paper's magnitude, declared before the main runs of the
+# pre-trained protocol (seeds 10-19). Margins: 0.05 in RS units (a twentieth of the
+# forgetting; a tenth of the paper's "more than half"), 0.02 nats of online loss (4 %
+# of the paper's 0.48). The paper's magnitudes: Fig. 1(a) "more than half" recovered
+# (Pythia-1B, T = 100; its shuffled floor is not given, so 0.5 is a lower bound on the
+# contrast); Table 1, Pythia-1B: shuffled 1.51 − cyclic 1.03 = 0.48 nats (T = 100,
+# C = 512); the others are figure-only.
+CH1_CLAIMS = {
+    "doc1": Claim("Fig. 1(a)", "the loss on document 1 falls before its revisit: more "
+                  "than half of its epoch-2 forgetting is recovered",
+                  "cyclic − shuffled share of x_1's epoch-2 forgetting recovered",
+                  margin=0.05, paper=0.5),
+    "rs": Claim("Fig. 1(b)", "every document recovers before its revisit, and "
+                "shuffling the order removes it", "cyclic − shuffled RS(E−1)",
+                margin=0.05),
+    "growth": Claim("Fig. 1(a, b)", "recovery grows from epoch to epoch",
+                    "(cyclic − shuffled RS(E−1)) − (cyclic − shuffled RS(1))",
+                    margin=0.05),
+    "online": Claim("Table 1", "the cyclic order gives the lower online loss over "
+                    "epochs 2..E", "shuffled − cyclic online loss (nats)", margin=0.02,
+                    paper=0.48),
+}
 
 
 def model_label(run) -> str:
@@ -128,6 +153,80 @@ def rows_table(rows, fmt: str = ".2f"):
          "shuffled (floor)": r.shuffled.text(fmt),
          "contrast": f"{r.contrast_name}: {r.contrast.text(fmt)}", "verdict": r.verdict,
          "flags": r.flags} for r in rows])
+
+
+# ---- chapter 1's claims, judged by the one verdict rule -------------------------------
+
+def ch1_estimands(result: dict) -> dict:
+    """{claim key: per-seed values of its estimand} from `compare(...)`'s result."""
+    c, s = result["cyclic"], result["shuffled"]
+    first, last = c["rs"][0] - s["rs"][0], c["rs"][-1] - s["rs"][-1]
+    out = {"rs": last, "growth": last - first, "online": s["online"] - c["online"]}
+    if c["doc1"].shape[0] >= 2:
+        out["doc1"] = c["doc1"][1] - s["doc1"][1]
+    return out
+
+
+def judge_ch1(result: dict, claims: dict | None = None) -> dict:
+    """{claim key: Judgement} of chapter 1's claims (`CH1_CLAIMS`) on these runs."""
+    from . import verdicts
+
+    claims = CH1_CLAIMS if claims is None else claims
+    values = ch1_estimands(result)
+    return {k: verdicts.judge(claim, values[k]) for k, claim in claims.items()
+            if k in values}
+
+
+def judgement_rows(judgements: dict) -> list[dict]:
+    """Table rows: the claim, its estimand, the measured value with interval and p,
+    the paper's magnitude and the verdict."""
+    return [{"claim": f"{j.claim.item}: {j.claim.statement}",
+             "estimand (margin)": f"{j.claim.estimand} (±{j.claim.margin:g})",
+             "measured, 95 % interval": j.text().rsplit(" — ", 1)[0],
+             "paper": j.magnitude() if j.claim.paper is not None else "figure only",
+             "verdict": j.word} for j in judgements.values()]
+
+
+def floor_rows(cyclic, shuffled, n_docs: int, tol: int = 2) -> list[dict]:
+    """The shuffled floor two ways, over epochs 1..E−1 of each run: over every revisit
+    (RS as usual), and over the revisits whose gap is within `tol` episodes of the
+    cyclic gap T (`metrics.gap_matched_recovery`); the cyclic runs beside them."""
+    def per_run(runs, matched):
+        vals, kept = [], 0
+        for r in runs:
+            e = np.asarray(r.eval_loss)
+            epochs = range(1, e.shape[0] // n_docs)
+            g = metrics.gap_matched_recovery(e, n_docs, list(epochs), r.order,
+                                             tol=tol if matched else 10**9)
+            vals.append(g["rs"])
+            kept += g["n_matched"]
+        return stats.t_interval(vals), kept
+
+    rows = []
+    for name, runs, matched in (("cyclic (gap = T always)", cyclic, False),
+                                ("shuffled, every revisit (today's floor)", shuffled,
+                                 False),
+                                (f"shuffled, revisits with gap T ± {tol}", shuffled,
+                                 True)):
+        iv, kept = per_run(runs, matched)
+        rows.append({"runs": name, "RS over epochs 1..E−1, pooled": iv.text(),
+                     "revisits used": kept})
+    return rows
+
+
+def nats_rows(result: dict, runs: dict, n_docs: int) -> list[dict]:
+    """RS(n) beside its numerator and denominator in nats (means over seeds)."""
+    rows = []
+    for order in ("cyclic", "shuffled"):
+        parts = [metrics.recovery_nats(r.eval_loss, n_docs, r.order) for r in runs[order]]
+        for i, n in enumerate(parts[0]["epoch"]):
+            rec = np.nanmean([p["recovered"][i] for p in parts])
+            forg = np.nanmean([p["forgotten"][i] for p in parts])
+            rs = np.nanmean(result[order]["rs"][i])
+            rows.append({"order": order, "epoch n": int(n),
+                         "RS(n) (recovered of forgotten, nats; means over seeds)":
+                             metrics.rs_nats_text(rs, rec, forg)})
+    return rows
 
 
 # ---- Table 1 and the verdict box ------------------------------------------------------

@@ -2,10 +2,32 @@
 
 Each takes its data first and `ax=None`, and returns the Figure. Runs are grouped as
 `{label: [run, run, …]}` (one run per seed); a run is anything with `.eval_loss`
-(E·T+1, T) and, optionally, `.order`. Bands are ±1 sd. No titles: captions live in the
-notebook cell's metadata.
+(E·T+1, T) and, optionally, `.order`. Bands are ±1 sd. No titles.
+
+The book's figure conventions (checked in a browser by tests/test_browser.py):
+
+- **Named by the paper's numbers only.** A caption starts with the paper's figure,
+  "Fig. 5(a) at CPU scale: …"; Sphinx's own numbering is off (`numfig: false`), so
+  no "Fig. 6 Fig. 7(a)". Figures that are not the paper's say "beyond the paper".
+- **Every figure captioned** with what is plotted, the model and scale, and n:
+  `caption(...)` writes it in one form, and `show(fig, text)` displays a figure with
+  its caption when library code shows several figures from one cell; a notebook
+  cell showing one figure may instead carry the same text as `mystnb.figure.caption`.
+  A long model description goes in the chapter's text once, the caption names the
+  model compactly.
+- **Readable at 100 % zoom.** Text is at least 8 pt (`rcParams` below) and figures at
+  most `COLUMN_IN` wide, so no text renders under 8 CSS px in the book's text column.
+  Every PNG shown in a notebook records its smallest text in pixels
+  (`TEXT_PX_KEY`), which the browser check scales by the image's rendered size.
+- **RS is a share.** Recovery scores outside [0, 1] are degenerate (`share`): they
+  are left out of means and intervals and marked, never plotted as a share.
+- **Tables fit the column**: few columns, compact labels (`scale.row`), cells wrap
+  (book/css/overrides.css).
 """
 
+import html
+
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -13,7 +35,106 @@ from . import metrics
 
 COLORS = {"cyclic": "#1f5fa8", "shuffled": "#d4631a"}  # fixed across the book
 _CYCLE = ["#1f5fa8", "#d4631a", "#2a9d55", "#8e44ad", "#b8860b", "#c0392b", "#555555"]
-plt.rcParams.update({"lines.linewidth": 2, "figure.figsize": (7.5, 3.6), "figure.dpi": 110})
+# The text column of the book is 688 CSS px at a 1280 px window; a figure of
+# COLUMN_IN inches at the figure dpi (110) is shown at about 0.83 of its size, so
+# 8 pt text renders at about 10 px (≥ 8, the browser check's floor).
+COLUMN_IN = 7.5
+MIN_FONT_PT = 8.0
+plt.rcParams.update({
+    "lines.linewidth": 2, "figure.figsize": (COLUMN_IN, 3.6), "figure.dpi": 110,
+    "font.size": 10, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9,
+    "legend.fontsize": 9, "legend.title_fontsize": 9, "figure.titlesize": 10,
+})
+TEXT_PX_KEY = "anticip smallest text px"  # PNG tEXt key, read by tests/test_browser.py
+
+
+def text_px(fig) -> float:
+    """The smallest font size of any visible, non-empty text in `fig`, in pixels at
+    the figure's dpi (pt × dpi / 72); inf when the figure has no text."""
+    fig.draw_without_rendering()  # tick labels exist only once the figure is laid out
+    sizes = [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text)
+             if t.get_visible() and t.get_text().strip()]
+    return min(sizes, default=float("inf")) * fig.dpi / 72
+
+
+def png(fig) -> str:
+    """The figure as base64 PNG (as IPython shows it), with `text_px` in its tEXt."""
+    from IPython.core.pylabtools import print_figure
+
+    return print_figure(fig, "png", base64=True, bbox_inches="tight",
+                        metadata={TEXT_PX_KEY: f"{text_px(fig):.2f}"})
+
+
+def _record_text_size() -> None:
+    """In a kernel, show every Matplotlib figure through `png` (so the book's pages
+    carry each figure's text size). The inline backend registers its own PNG
+    formatter when it is first loaded, so load it first, then replace the formatter."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    ip = get_ipython()
+    if ip is None or "inline" not in matplotlib.get_backend().lower():
+        return
+    import matplotlib_inline.backend_inline  # noqa: F401  (registers its formatter)
+
+    ip.display_formatter.formatters["image/png"].for_type(matplotlib.figure.Figure, png)
+
+
+_record_text_size()
+
+
+def caption(paper: str | None, what: str, *, model: str | None = None,
+            n: str | int | None = None, note: str = "") -> str:
+    """A caption in the book's one form: "<paper figure> at CPU scale: <what>. Model:
+    <model>. n = <n>. <note>"; `paper` None marks a figure beyond the paper."""
+    head = f"{paper}: " if paper else "Beyond the paper: "
+    parts = [head + what.rstrip(". ") + "."]
+    if model:
+        parts.append(f"Model: {model.rstrip('. ')}.")
+    if n is not None:
+        parts.append(f"n = {n}." if isinstance(n, int) else f"{n.rstrip('. ')}.")
+    if note:
+        parts.append(note.rstrip(". ") + ".")
+    return " ".join(parts)
+
+
+def show(fig, text: str) -> None:
+    """Display `fig` with `text` as its caption (an HTML figure, as Sphinx draws a
+    captioned figure) and close it. For cells that show several figures."""
+    from IPython.display import HTML, display
+
+    alt = html.escape(text.split(". ")[0], quote=True)
+    display(HTML(f'<figure class="anticip-figure"><img src="data:image/png;base64,'
+                 f'{png(fig)}" alt="{alt}"/><figcaption>{html.escape(text)}'
+                 f"</figcaption></figure>"))
+    plt.close(fig)
+
+
+def share(scores) -> tuple[np.ndarray, np.ndarray]:
+    """(scores with values outside [0, 1] set to nan, the mask of those values).
+
+    RS is the share of the forgetting recovered before the revisit: a value above 1
+    (the loss ended below its post-training value) or below 0 is degenerate, not a
+    share, and is left out of every mean and interval drawn."""
+    a = np.asarray(scores, dtype=float)
+    bad = np.isfinite(a) & ((a < 0) | (a > 1))
+    return np.where(bad, np.nan, a), bad
+
+
+def mark_degenerate(ax, x, counts, c: str) -> None:
+    """Mark, at the top of an RS axis, the x positions where `counts` (> 0) seeds had a
+    degenerate RS (outside [0, 1]; left out of the mean): an open triangle and the
+    count."""
+    x, counts = np.asarray(x, float), np.asarray(counts)
+    if not counts.any():
+        return
+    for xi, k in zip(x[counts > 0], counts[counts > 0]):
+        ax.plot([xi], [1.0], "^", mfc="white", mec=c, ms=6, zorder=3, clip_on=False)
+        ax.annotate(str(int(k)), (xi, 1.0), textcoords="offset points", xytext=(5, -3),
+                    fontsize=8, color=c)
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(min(lo, 0), max(hi, 1.08))
 
 
 def color(label: str, i: int = 0) -> str:
@@ -131,12 +252,21 @@ def online_loss(runs_by_label: dict, *, note: str | None = None, ax=None):
 def recovery_by_epoch(scores_by_label: dict, *, ax=None):
     """Recovery score RS(n) per epoch n, mean ± sd over seeds.
 
-    `scores_by_label` maps a label to an array (seeds, epochs) of RS values.
+    `scores_by_label` maps a label to an array (seeds, epochs) of RS values. Values
+    outside [0, 1] are degenerate (`share`): left out of the mean and band, and
+    counted by a mark at the top of the axes.
     """
     fig, ax = axes(ax)
     for i, (label, scores) in enumerate(scores_by_label.items()):
-        scores = np.atleast_2d(scores)
-        band(ax, np.arange(1, scores.shape[1] + 1), scores, label, color(label, i))
+        scores, bad = share(np.atleast_2d(scores))
+        x, c = np.arange(1, scores.shape[1] + 1), color(label, i)
+        cols = [col[np.isfinite(col)] for col in scores.T]  # the finite seeds per epoch
+        mean = np.array([v.mean() if v.size else np.nan for v in cols])
+        sd = np.array([v.std(ddof=1) if v.size > 1 else np.nan for v in cols])
+        ax.plot(x, mean, color=c, label=label)
+        if np.isfinite(sd).any():
+            ax.fill_between(x, mean - sd, mean + sd, color=c, alpha=0.2, lw=0)
+        mark_degenerate(ax, x, bad.sum(axis=0), c)
     rs_axes(ax)
     ax.legend(frameon=False)
     return fig
@@ -169,7 +299,8 @@ def recovery_intervals(scores_by_label: dict, *, note: str | None = None, ax=Non
     """RS(n) per epoch with the mean and a 95 % t interval over seeds per label.
 
     `scores_by_label` maps a label to an array (epochs, seeds) of RS values (as
-    `compare.per_seed(...)["rs"]`); non-finite values are left out and counted.
+    `compare.per_seed(...)["rs"]`); non-finite values are left out and counted, and
+    values outside [0, 1] are degenerate (`share`): left out and marked.
     """
     from . import stats
 
@@ -177,10 +308,13 @@ def recovery_intervals(scores_by_label: dict, *, note: str | None = None, ax=Non
     labels = list(scores_by_label)
     width = 0.12 * (len(labels) - 1)
     for i, label in enumerate(labels):
-        scores = np.atleast_2d(np.asarray(scores_by_label[label], dtype=float))
+        raw = np.atleast_2d(np.asarray(scores_by_label[label], dtype=float))
+        scores, bad = share(raw)  # RS outside [0, 1]: degenerate, marked, not averaged
         ivs = [stats.t_interval(row) for row in scores]
         x = np.arange(1, len(ivs) + 1) + (i * 0.12 - width / 2)
-        interval_bars(ax, x, ivs, n_label(label, ivs[0].n), color(label, i))
+        n = int(np.isfinite(raw).sum(axis=1).max()) if raw.size else 0
+        interval_bars(ax, x, ivs, n_label(label, n), color(label, i))
+        mark_degenerate(ax, x, bad.sum(axis=1), color(label, i))
     rs_axes(ax)
     ax.legend(frameon=False)
     model_note(ax, note)
@@ -229,7 +363,9 @@ def along_axis(points: list[dict], *, epoch: int, xlabel: str, note: str | None 
     95 % t interval over seeds; points are evenly spaced, in the axis's order.
 
     `points`: dicts with "label", "rs_cyc" and "rs_shuf" (per-seed arrays), as
-    `scale.point_stats`; points without runs are skipped.
+    `scale.point_stats`; points without runs are skipped. RS outside [0, 1] is
+    degenerate (`share`): left out of the interval and marked. Many points, or long
+    labels, turn the tick labels so that they do not overlap.
     """
     from . import stats
 
@@ -237,11 +373,19 @@ def along_axis(points: list[dict], *, epoch: int, xlabel: str, note: str | None 
     pts = [p for p in points if p.get("n")]
     x = np.arange(len(pts))
     for i, (order, key) in enumerate((("cyclic", "rs_cyc"), ("shuffled", "rs_shuf"))):
-        ivs = [stats.t_interval(p[key]) for p in pts]
-        n = min((iv.n for iv in ivs), default=0)
-        interval_bars(ax, x + (i - 0.5) * 0.1, ivs, n_label(order, n), color(order))
+        vals = [share(p[key]) for p in pts]  # RS outside [0, 1]: degenerate, marked
+        ivs = [stats.t_interval(v) for v, _ in vals]
+        n = min((int(np.isfinite(p[key]).sum()) for p in pts), default=0)
+        xi = x + (i - 0.5) * 0.1
+        interval_bars(ax, xi, ivs, n_label(order, n), color(order))
+        mark_degenerate(ax, xi, [b.sum() for _, b in vals], color(order))
     ax.axhline(0, color="0.6", lw=1, zorder=0)
+    ax.set_xlim(-0.5, len(pts) - 0.5)  # one point sits in the middle, not at the edges
     ax.set_xticks(x, [p["label"] for p in pts])
+    if sum(len(str(p["label"])) for p in pts) > 60:
+        ax.tick_params(axis="x", labelrotation=25)
+        for t in ax.get_xticklabels():
+            t.set_ha("right")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"recovery score RS({epoch})")
     ax.legend(frameon=False)

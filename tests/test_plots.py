@@ -68,3 +68,54 @@ def test_toy_summary_of_a_diverged_run():
     fig = toy_plots.summary(run)
     rs_ax = fig.axes[1]
     assert rs_ax.get_xlim() == (0.5, 3.5)  # RS(1..3) have places though all are nan
+
+
+def test_share_marks_rs_outside_zero_one_as_degenerate():
+    clean, bad = plots.share([0.2, 1.0, 7.0, -0.1, float("nan")])
+    assert np.array_equal(bad, [False, False, True, True, False])
+    assert np.allclose(clean[:2], [0.2, 1.0]) and np.isnan(clean[2:]).all()
+    # RS(2) of the second seed is 7 (degenerate): the mean at epoch 2 is the first seed's
+    fig = plots.recovery_by_epoch({"cyclic": [[0.2, 0.4], [0.4, 7.0]]})
+    ax = fig.axes[0]
+    assert np.allclose(ax.lines[0].get_ydata(), [0.3, 0.4])
+    assert ax.get_ylim()[1] < 1.2  # the 7 is marked at the top, not plotted
+    marks = [ln for ln in ax.lines if ln.get_marker() == "^"]
+    assert len(marks) == 1 and marks[0].get_xdata()[0] == 2
+    assert [t.get_text() for t in ax.texts] == ["1"]  # one seed degenerate there
+
+
+def test_recovery_intervals_leave_out_degenerate_rs():
+    fig = plots.recovery_intervals({"cyclic": [[0.1, 0.12, 0.11, 0.13],
+                                               [0.5, 1.23, 0.52, 0.51]]})
+    ax = fig.axes[0]
+    means = ax.lines[0].get_ydata()  # the errorbar's line through the means
+    assert np.allclose(means, [0.115, 0.51])  # epoch 2 without the 1.23
+    assert ax.get_ylim()[1] < 1.5
+
+
+def test_along_axis_one_point_sits_in_the_middle():
+    from anticip_lib import stats  # noqa: F401
+
+    pt = {"label": "cosine", "n": 3, "rs_cyc": np.array([0.2, 0.3, 0.4]),
+          "rs_shuf": np.array([0.1, 0.1, 0.2])}
+    ax = plots.along_axis([pt], epoch=4, xlabel="").axes[0]
+    assert ax.get_xlim() == (-0.5, 0.5)
+
+
+def test_text_px_and_png_record():
+    fig, ax = plots.axes(None)
+    ax.plot([0, 1])
+    ax.set_xlabel("x", fontsize=6)
+    assert plots.text_px(fig) == pytest.approx(6 * fig.dpi / 72)
+    pytest.importorskip("IPython")
+    import base64
+
+    data = base64.b64decode(plots.png(fig))
+    assert plots.TEXT_PX_KEY.encode() + b"\0" + f"{6 * fig.dpi / 72:.2f}".encode() in data
+
+
+def test_caption_form():
+    assert plots.caption("Fig. 5(a) at CPU scale", "RS(n) per epoch", model="14M shape",
+                         n=5) == ("Fig. 5(a) at CPU scale: RS(n) per epoch. "
+                                  "Model: 14M shape. n = 5.")
+    assert plots.caption(None, "a map.", n="3 seeds").startswith("Beyond the paper: a map.")

@@ -10,6 +10,7 @@
 #
 #   DEST/require.js                      requirejs 2.3.7
 #   DEST/widgets/embed-amd.js (+ fonts)  @jupyter-widgets/html-manager 1.0.15
+#   DEST/widgets/compat.js               tools/widgets_compat.js (font path, MathJax 3)
 #   DEST/mathjax/tex-chtml.js (+ ...)    mathjax 3.2.2, es5 build, trimmed
 #
 # DEST must not be _static/: Jupyter Book adds every .js under _static/ to every
@@ -37,7 +38,10 @@ declare -A INTEGRITY=(
     [requirejs-2.3.7.tgz]="sha512-DouTG8T1WanGok6Qjg2SXuCMzszOo0eHeH9hDZ5Y4x8Je+9JB38HdTLT4/VA8OaUhBa0JPVHJ0pyBkM1z+pDsw=="
     [mathjax-3.2.2.tgz]="sha512-Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc+x77k1/FEsPsjKPZGJvtRZM1vO+geW0OhGw=="
 )
-STAMP="$HTML_MANAGER $REQUIREJS $MATHJAX"
+HERE=$(cd "$(dirname "$0")" && pwd)
+COMPAT=$HERE/widgets_compat.js
+# The stamp names the shim by its content, so an edited shim is copied again.
+STAMP="$HTML_MANAGER $REQUIREJS $MATHJAX compat:$(cksum < "$COMPAT" | cut -d' ' -f1)"
 
 if [ -f "$DEST/.vendored" ] && [ "$(cat "$DEST/.vendored")" = "$STAMP" ]; then
     echo "vendor_js: $DEST is up to date ($STAMP)"
@@ -92,6 +96,7 @@ mkdir -p "$STAGE/widgets"
 cp "$HM/dist/embed-amd.js" "$STAGE/widgets/"
 cp "$HM/dist/"*.woff2 "$HM/dist/"*.woff "$HM/dist/"*.ttf "$HM/dist/"*.eot \
    "$HM/dist/"*.svg "$STAGE/widgets/"
+cp "$COMPAT" "$STAGE/widgets/compat.js"
 [ -f "$HM/dist/embed.js.LICENSE.txt" ] && cp "$HM/dist/embed.js.LICENSE.txt" "$STAGE/widgets/LICENSES.txt"
 
 # MathJax: the tex-chtml combined component, the extensions that \require or the

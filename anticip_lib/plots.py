@@ -26,6 +26,7 @@ The book's figure conventions (checked in a browser by tests/test_browser.py):
 """
 
 import html
+import re
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -97,6 +98,36 @@ def caption(paper: str | None, what: str, *, model: str | None = None,
     if note:
         parts.append(note.rstrip(". ") + ".")
     return " ".join(parts)
+
+
+# A model label as `compare.model_label` writes it: "<name>, random init (<init
+# recipe>)[; byte-level tokenizer (C counts bytes)]" (some 25 words).
+_FULL_MODEL = re.compile(r"(?P<head>[^;|()\s][^;|()]*?, random init) \((?P<recipe>[^()]*)\)"
+                         r"(?P<tok>; byte-level tokenizer \(C counts bytes\))?")
+
+
+def compact_model(label: str) -> str:
+    """A model label short enough for a caption or a table cell: "Pythia-14M
+    architecture, random init (Pythia recipe: …); byte-level tokenizer (C counts
+    bytes)" → "Pythia-14M architecture, random init, bytes". Give the full label once
+    per page (`compact_models`)."""
+    m = _FULL_MODEL.search(label)
+    if m:
+        return m["head"].strip() + (", bytes" if m["tok"] else "")
+    return label.split(";")[0].strip()
+
+
+def compact_models(text: str) -> tuple[str, dict]:
+    """`text` with every full model label replaced by its `compact_model` form, and
+    {compact: full} of those replaced (to print once)."""
+    full = {}
+
+    def short(m):
+        c = compact_model(m[0])
+        full[c] = m[0]
+        return c
+
+    return _FULL_MODEL.sub(short, text), full
 
 
 def show(fig, text: str) -> None:
@@ -186,7 +217,7 @@ def model_note(ax, note: str | None) -> None:
 def rs_axes(ax) -> None:
     """The recovery-score axes of every chapter: RS(n) over integer epochs, a zero line."""
     ax.axhline(0, color="0.6", lw=1, zorder=0)
-    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(plt.MaxNLocator(nbins="auto", integer=True))  # fits the panel
     ax.set_xlabel("epoch n")
     ax.set_ylabel("recovery score RS(n)")
 

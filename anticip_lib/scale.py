@@ -58,23 +58,27 @@ def point_stats(point, by_order: dict, epoch: int) -> dict:
 
 
 def row(st: dict, epoch: int) -> dict:
-    """One table row of a point's statistics (for `plots.records_table`)."""
+    """One table row of a point's statistics (for `plots.records_table`), in six
+    columns that fit the book's text column: the point (and its parameter count),
+    RS(epoch) of both orders (means over seeds), their paired contrast with its 95 %
+    interval and n, the verdict, how hard an episode fits (the share of a document's
+    loss its own episode removes · the final loss, cyclic means) and the unstable /
+    degenerate counts. The model is described once per chapter, not per row."""
+    keys = ("point", f"RS({epoch}) cyclic · shuffled", "cyclic − shuffled", "verdict",
+            "fit · final loss", "unstable / degenerate")
     if not st.get("n"):
-        return {"model": st["label"], "runs": "none computed yet"}
-    mean_sd = lambda v: "{:.2f} ± {:.2f}".format(*metrics.mean_sd(v))  # noqa: E731
+        return dict(zip(keys, (st["label"], "none computed yet", "—", "—", "—", "—")))
+    mean = lambda v: f"{metrics.mean_sd(v)[0]:.2f}"  # noqa: E731
     params = st["n_params"]
-    return {
-        "model": st["label"],
-        "params": f"{params / 1e6:.2f}M" if params else "?",
-        "seeds": st["n"],
-        "fit (cyclic)": mean_sd(st["fit"]),
-        "final loss (cyclic)": mean_sd(st["final"]),
-        f"RS({epoch}) cyclic": stats.t_interval(st["rs_cyc"]).text(),
-        f"RS({epoch}) shuffled": stats.t_interval(st["rs_shuf"]).text(),
-        "cyclic − shuffled": st["contrast"].text(),
-        "verdict": st["verdict"],
-        "unstable / degenerate": f"{st['unstable']} / {st['degenerate']}",
-    }
+    size = f" ({params / 1e6:.2f}M)" if params else ""
+    return dict(zip(keys, (
+        f"{st['label']}{size}",
+        f"{mean(st['rs_cyc'])} · {mean(st['rs_shuf'])}",
+        st["contrast"].text(),
+        st["verdict"],
+        f"{mean(st['fit'])} · {mean(st['final'])}",
+        f"{st['unstable']} / {st['degenerate']}",
+    )))
 
 
 def per_seed_value(st: dict, what: str) -> dict:
@@ -238,32 +242,67 @@ class Chapter:
 
     def show(self, axis: str, xlabel: str) -> None:
         """Shift-averaged curves and RS(n) per epoch (cyclic runs), RS of both orders
-        along the axis, the table of points and the axis's verdict; a line saying so
-        when the preset lacks the axis."""
+        along the axis, each captioned (`plots.caption`: the paper's figure, what is
+        plotted, the model, n), the table of points and the axis's verdict; a line
+        saying so when the preset lacks the axis."""
         import matplotlib.pyplot as plt
-        from IPython.display import display
+        from IPython.display import Markdown, display
 
         from . import plots
 
         if axis not in self.axes:
-            print(f"This preset has no {axis!r} axis.")
+            display(Markdown(f"*This preset has no {axis!r} axis.*"))
             return
-        note = self.note(axis)
-        curves = {k: v["cyclic"] for k, v in self.points(axis).items()}
-        by_epoch = {p["label"]: p["rs_epochs"] for p in self.stats[axis] if p.get("n")}
-        for fig in (plots.shift_averaged(curves, note=note),
-                    plots.recovery_intervals(by_epoch, note=note),
-                    plots.along_axis(self.stats[axis], epoch=self.epoch, xlabel=xlabel,
-                                     note=note)):
-            display(fig)
-            plt.close(fig)
-        display(plots.records_table([row(p, self.epoch) for p in self.stats[axis]]))
         items = [item for item, axis_of, *_ in self.table if axis_of == axis]
-        for item in items:
-            v = self.verdicts[item]
-            print(f"{item}: {v['verdict']} — {v['measured']}")
+        fig_no = f"{' and '.join(items)} at CPU scale" if items else None
+        pts = [p for p in self.stats[axis] if p.get("n")]
+        n = min((p["n"] for p in pts), default=0)
+        seeds = f"n = {n} seeds per point and order, paired by seed"
+        model = self.model_text(axis)
+        curves = {k: v["cyclic"] for k, v in self.points(axis).items()}
+        by_epoch = {p["label"]: p["rs_epochs"] for p in pts}
+        e = self.epoch
+        figures = (
+            (plots.shift_averaged(curves),
+             "shift-averaged loss of the cyclic runs, one curve per point (0 = just "
+             "before a document is trained; band ±1 sd over seeds and documents)"),
+            (plots.recovery_intervals(by_epoch),
+             "RS(n) of the cyclic runs per epoch n, mean and 95 % interval over seeds "
+             "per point (open triangles: seeds whose RS is outside [0, 1], degenerate "
+             "and left out)"),
+            (plots.along_axis(self.stats[axis], epoch=e, xlabel=xlabel),
+             f"RS({e}) of both orders at each point, mean and 95 % interval over seeds"),
+        )
+        for fig, what in figures:
+            plots.show(fig, plots.caption(fig_no, what, model=model, n=seeds))
+            plt.close(fig)
+        display(plots.records_table([row(p, e) for p in self.stats[axis]]))
+        lines = [f"**{item}: {self.verdicts[item]['verdict']}** — "
+                 f"{self.verdicts[item]['measured']}" for item in items]
         if not items and (text := self.check(axis)):  # the chapter's own check
-            print(text)
+            lines.append(f"Check of this chapter's own (no paper claim): {text}")
+        if lines:
+            display(Markdown("\n\n".join(lines)))
+
+    def model_text(self, axis: str) -> str | None:
+        """The model of an axis's figures, compactly (`plots.compact_model`); the full
+        description is the chapter's `models()` text, given once."""
+        from .plots import compact_model
+
+        labels = {compact_model(p["model"]) for p in self.stats[axis] if p.get("n")}
+        if len(labels) == 1:
+            return next(iter(labels))
+        return (f"each point's model as labelled ({'; '.join(sorted(labels))})"
+                if labels else None)
+
+    def models(self) -> str:
+        """Every full model label of the chapter's runs, once (Markdown), with the
+        compact name the captions and tables use."""
+        from .plots import compact_model
+
+        full = dict.fromkeys(p["model"] for pts in self.stats.values() for p in pts
+                             if p.get("n"))
+        return "\n".join(f"- *{compact_model(m)}*: {m}" for m in full)
 
     def note(self, axis: str) -> str | None:
         """The model note under an axis's figures: the model's label when every point

@@ -145,7 +145,68 @@ def run_local(items, *, device="cpu", threads=1, log=print) -> list[tuple]:
     return failed
 
 
+def _fmt_time(seconds: float) -> str:
+    """Run time for the summary: seconds under a minute (a short run is not 0.0)."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
+
+
+def run_seconds(run) -> float:
+    """A run's own compute time from its provenance (language runs: wall_s; vision
+    runs: total_s); 0 when not recorded."""
+    return float(run.meta.get("wall_s", run.meta.get("total_s", 0)) or 0)
+
+
+def folders(items) -> dict:
+    """{experiment: (results folder, checkpoint folder)} of the runs in `items`
+    (`$ANTICIP_RESULTS`, `$ANTICIP_CACHE`); nothing is created."""
+    from . import paths
+
+    return {exp: (paths.results_dir() / exp, paths.cache_dir() / "checkpoints" / exp)
+            for exp in dict.fromkeys(e for e, *_ in items)}
+
+
+def _unlink_unheld(path) -> bool:
+    """Delete a lock file unless a process holds its flock now; True when deleted."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no flock locks to tidy
+        return False
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        path.unlink(missing_ok=True)
+        return True
+
+
+def tidy_locks(items) -> int:
+    """Remove the lock files of the finished runs in `items`; returns how many.
+
+    A run's lock (an empty file held with flock while the run computes) is not
+    needed once its results are saved: a process still waiting on one finds the
+    results when it gets the lock and loads them instead of computing. A lock held
+    now (another process is inside) is left alone."""
+    removed = 0
+    for exp, (res_dir, ckpt_dir) in folders(items).items():
+        for e, cfg, _ in items:
+            if e != exp or cache(cfg).find_run(cfg, exp) is None:
+                continue
+            stem = cache(cfg).run_stem(cfg)
+            for path in (ckpt_dir / f"{stem}.lock", res_dir / ".locks" / f"{stem}.lock"):
+                if path.exists() and _unlink_unheld(path):
+                    removed += 1
+        for d in (res_dir / ".locks",):
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+    return removed
+
+
 def summary(items, failed, log=print) -> None:
+    """Per results folder: the runs done, diverged, failed and missing, their compute
+    time, and where the results and checkpoints are."""
     bad = {cache(c).run_stem(c): why for c, why in failed}
     rows = {}
     for exp, cfg, _ in items:
@@ -154,15 +215,20 @@ def summary(items, failed, log=print) -> None:
         state = ("failed" if stem in bad else "missing" if r is None
                  else "diverged" if r.meta.get("diverged") else "done")
         g = rows.setdefault(exp, {"done": 0, "diverged": 0, "failed": 0, "missing": 0,
-                                  "minutes": 0.0})
+                                  "seconds": 0.0})
         g[state] += 1
         if r is not None:
-            g["minutes"] += r.meta.get("wall_s", 0) / 60
-    log(f"{'results folder':32} {'done':>5} {'diverged':>8} {'failed':>6} "
-        f"{'missing':>7} {'run-min':>8}")
+            g["seconds"] += run_seconds(r)
+    log(f"{'experiment':24} {'done':>5} {'diverged':>8} {'failed':>6} "
+        f"{'missing':>7} {'run time':>9}")
     for exp, g in rows.items():
-        log(f"{exp:32} {g['done']:5d} {g['diverged']:8d} {g['failed']:6d} "
-            f"{g['missing']:7d} {g['minutes']:8.1f}")
+        log(f"{exp:24} {g['done']:5d} {g['diverged']:8d} {g['failed']:6d} "
+            f"{g['missing']:7d} {_fmt_time(g['seconds']):>9}")
+    for exp, (res_dir, ckpt_dir) in folders(items).items():
+        log(f"{exp}: results in {res_dir.resolve()}"
+            + (f"; checkpoints of unfinished runs in {ckpt_dir.resolve()}"
+               if rows.get(exp, {}).get("missing") or rows.get(exp, {}).get("failed")
+               else ""))
     for stem, why in bad.items():
         log(f"FAILED {stem}: {why}")
 
@@ -173,6 +239,8 @@ def main(argv=None) -> int:
     n_done = sum(done for *_, done in items)
     print(f"{a.chapter} --preset {a.preset}: {len(items)} runs in this shard, "
           f"{n_done} done, {len(items) - n_done} to compute")
+    for res, _ in folders(items).values():
+        print(f"results in {res.resolve()}")
     if a.dry_run:
         for exp, cfg, done in items:
             print(f"  {'done ' if done else 'to do'}  {exp}/{cache(cfg).run_stem(cfg)}")
@@ -188,6 +256,7 @@ def main(argv=None) -> int:
                               budget=budget)
     else:
         failed = run_local(items, device=a.device, threads=a.threads)
+    tidy_locks(items)
     summary(items, failed)
     return 1 if failed else 0
 

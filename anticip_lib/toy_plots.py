@@ -1,6 +1,7 @@
 """Plots of the toy model (chapter 7; `anticip_lib.toy`), built on the shared
 `anticip_lib.plots` (colours, axes, ±1 sd bands). Each takes its data first and
-`ax=None`, and returns the Figure.
+`ax=None`, and returns the Figure; composite figures are `plots.COLUMN_IN` wide, so
+their text stays readable in the book's column.
 """
 
 import matplotlib.pyplot as plt
@@ -65,7 +66,7 @@ def recovery(runs_by_label: dict, *, doc: int = 0, loss_labels=None, zoom: int =
     """
     if ax is None:
         widths = [1.6, 1, 1] if zoom else [1.6, 1]
-        fig, ax = plt.subplots(1, len(widths), figsize=(4.2 * sum(widths), 3.6),
+        fig, ax = plt.subplots(1, len(widths), figsize=(plots.COLUMN_IN, 3.0),
                                width_ratios=widths, layout="constrained")
     fig = ax[0].figure
     keep = list(runs_by_label) if loss_labels is None else list(loss_labels)
@@ -103,7 +104,8 @@ def circle(run, *, epochs=(0, 1, 2, 5, 10, 20), ax=None):
     if ax is None:
         cols = min(4, len(epochs))
         rows = -(-len(epochs) // cols)
-        fig, ax = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.5 * rows),
+        side = min(2.3, (plots.COLUMN_IN - 0.8) / cols)  # 0.8 in for the colour bar
+        fig, ax = plt.subplots(rows, cols, figsize=(side * cols + 0.8, (side + 0.3) * rows),
                                layout="constrained", squeeze=False)
         for a in ax.flat[len(epochs):]:
             a.set_axis_off()
@@ -148,8 +150,8 @@ def recovery_map(maps: dict, *, marks=None, ax=None):
     if ax is None:
         cols = min(2, len(maps))
         rows = -(-len(maps) // cols)
-        fig, ax = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False,
-                               layout="constrained")
+        fig, ax = plt.subplots(rows, cols, figsize=(plots.COLUMN_IN, 2.9 * rows),
+                               squeeze=False, layout="constrained")
     ax = np.ravel(ax)
     norm = Normalize(0, 1)
     for a, (label, m) in zip(ax, maps.items()):
@@ -193,8 +195,8 @@ def summary(run, *, ax=None):
     """One toy run at a glance (the Explore widget): loss on task 1, RS(n) per epoch,
     and the solutions' 2-D PCA at the last epoch."""
     if ax is None:
-        fig, ax = plt.subplots(1, 3, figsize=(12, 3.4), width_ratios=[1.6, 1, 1],
-                               layout="constrained")
+        fig, ax = plt.subplots(1, 3, figsize=(plots.COLUMN_IN, 2.8),
+                               width_ratios=[1.6, 1, 1], layout="constrained")
     T, E = run.config.n_tasks, run.config.n_epochs
     label = "cyclic" if np.array_equal(run.order, np.tile(np.arange(T), E)) else "shuffled"
     if run.diverged and np.isnan(run.eval_loss[1:, 0]).all():

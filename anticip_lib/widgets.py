@@ -28,32 +28,56 @@ class LiveFigure:
         plt.close(fig)
 
 
-def explore_doc_curves(runs_by_label: dict):
+def _shape(runs_by_label: dict) -> tuple[int, int]:
+    """(T, E) of a choice's runs: documents per epoch and epochs."""
+    first = next(iter(runs_by_label.values()))[0]
+    n_rows, n_docs = first.eval_loss.shape
+    return n_docs, (n_rows - 1) // n_docs
+
+
+def explore_doc_curves(runs_by_label: dict, *, unit: str = "document",
+                       pick_label: str = "point"):
     """Pick a document and an epoch window; redraw its loss curve (Fig. 1a style).
 
     `runs_by_label`: {label: [runs]} (one curve per label), or {choice: {label: [runs]}}
-    (chapter 2's points of an axis): then a drop-down picks the choice first.
+    (the points of an axis): then a drop-down picks the choice first, and the sliders
+    follow the chosen runs' T and E (a point with T = 40 or E = 10 is shown whole).
+    Each control has its own row, wide enough for its label and track.
     """
     nested = isinstance(next(iter(runs_by_label.values())), dict)
     choices = runs_by_label if nested else {"": runs_by_label}
-    first = next(iter(next(iter(choices.values())).values()))[0]
-    n_rows, n_docs = first.eval_loss.shape
-    n_epochs = (n_rows - 1) // n_docs
-    pick = W.Dropdown(options=list(choices), description="model",
-                      layout=W.Layout(width="420px"))
-    doc = W.IntSlider(value=1, min=1, max=n_docs, description="document")
-    epochs = W.IntRangeSlider(value=(1, n_epochs), min=1, max=n_epochs, description="epochs")
+    n_docs, n_epochs = _shape(next(iter(choices.values())))
+    wide = {"style": {"description_width": "90px"}, "layout": W.Layout(width="520px")}
+    pick = W.Dropdown(options=list(choices), description=pick_label, **wide)
+    doc = W.IntSlider(value=1, min=1, max=n_docs, description=unit, **wide)
+    epochs = W.IntRangeSlider(value=(1, n_epochs), min=1, max=n_epochs,
+                              description="epochs", **wide)
+    shape = W.HTML()
     live = LiveFigure()
 
-    def redraw(*_):
-        fig = plots.doc_curve(choices[pick.value], doc=doc.value - 1)
+    def follow(*_):
+        """Give the sliders the chosen runs' T and E (keeping what still fits)."""
+        T, E = _shape(choices[pick.value])
+        doc.max, doc.value = T, min(doc.value, T)
         lo, hi = epochs.value
-        fig.axes[0].set_xlim((lo - 1) * n_docs - 0.5, hi * n_docs + 0.5)
+        full = hi == epochs.max
+        epochs.max = E
+        epochs.value = (min(lo, E), E if full else min(hi, E))
+        shape.value = f"T = {T} {unit}s per epoch, E = {E} epochs"
+
+    def redraw(*_):
+        T, _E = _shape(choices[pick.value])
+        fig = plots.doc_curve(choices[pick.value], doc=min(doc.value, T) - 1)
+        lo, hi = epochs.value
+        fig.axes[0].set_xlim((lo - 1) * T - 0.5, hi * T + 0.5)
+        fig.axes[0].set_ylabel(f"loss on {unit} {doc.value}")
         live.show(fig)
 
+    pick.observe(follow, "value")
     for w in (pick, doc, epochs):
         w.observe(redraw, "value")
-    box = W.VBox(([pick] if nested else []) + [W.HBox([doc, epochs])])
+    follow()
+    box = W.VBox(([pick, shape] if nested else []) + [doc, epochs])
     display(box)
     redraw()
     return box

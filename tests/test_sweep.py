@@ -132,9 +132,44 @@ def test_dry_run_lists_the_runs_and_trains_nothing(dirs, monkeypatch, capsys):
                        "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "01_phenomenon --preset smoke: 4 runs in this shard, 1 done, 3 to compute"
-    assert out[1:] == [f"  {'done ' if i == 1 else 'to do'}  {SMOKE_EXP}/{_stem(c)}"
+    assert out[1] == f"results in {(dirs / 'results' / SMOKE_EXP).resolve()}"
+    assert out[2:] == [f"  {'done ' if i == 1 else 'to do'}  {SMOKE_EXP}/{_stem(c)}"
                        for i, c in enumerate(SMOKE)]
     assert sorted(p.relative_to(dirs) for p in dirs.rglob("*")) == before
+
+
+def test_summary_names_the_folder_and_short_run_times(dirs, capsys):
+    for c in SMOKE[:2]:
+        _fake_run(c)
+    items = sweep.plan("01_phenomenon", "smoke")
+    sweep.summary(items, [])
+    out = capsys.readouterr().out
+    folder = (dirs / "results" / SMOKE_EXP).resolve()
+    assert f"{SMOKE_EXP}: results in {folder}; checkpoints of unfinished runs in" in out
+    assert sweep._fmt_time(2.4) == "2 s" and sweep._fmt_time(90) == "1.5 min"
+    assert sweep._fmt_time(7200) == "2.0 h"
+
+
+def test_tidy_locks_removes_only_finished_and_unheld_locks(dirs):
+    import fcntl
+
+    c_done, c_held, c_missing = SMOKE[0], SMOKE[1], SMOKE[2]
+    for c in (c_done, c_held):
+        _fake_run(c)
+    res, ckpt = sweep.folders([(SMOKE_EXP, c_done, True)])[SMOKE_EXP]
+    (res / ".locks").mkdir(parents=True)
+    ckpt.mkdir(parents=True)
+    done_locks = [ckpt / f"{_stem(c_done)}.lock", res / ".locks" / f"{_stem(c_done)}.lock"]
+    held = ckpt / f"{_stem(c_held)}.lock"
+    missing = ckpt / f"{_stem(c_missing)}.lock"
+    for p in (*done_locks, held, missing):
+        p.touch()
+    items = sweep.plan("01_phenomenon", "smoke")
+    with open(held) as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # another process computing: keep its lock
+        assert sweep.tidy_locks(items) == 2
+    assert not any(p.exists() for p in done_locks) and held.exists() and missing.exists()
+    assert not (res / ".locks").exists()  # emptied, removed
 
 
 # ---- the Ray engine without a cluster -------------------------------------------------
@@ -233,6 +268,12 @@ def test_local_engine_computes_each_run_once(local_sweep):
     assert "4 runs in this shard, 0 done, 4 to compute" in out
     assert "[3/4 done, 1 running, 0 left" in out
     assert set(_files(root)) == _expected()
+    # the summary says where the results went, and short runs do not read as 0.0
+    folder = (root / "results" / SMOKE_EXP).resolve()
+    assert f"{SMOKE_EXP}: results in {folder}" in out, out
+    assert " 0.0" not in out.split("run time")[-1], out
+    # no lock file is left behind, in the results or in the cache
+    assert not [p for p in root.rglob("*.lock")], sorted(root.rglob("*.lock"))
     before = _files(root)
     rc, out = _sweep(root)
     assert rc == 0 and "4 runs in this shard, 4 done, 0 to compute" in out, out
@@ -430,7 +471,8 @@ def test_vision_chapter_through_the_local_engine(dirs, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == (f"05_vision --preset smoke: {len(cfgs)} runs in this shard, 0 done, "
                       f"{len(cfgs)} to compute")
-    assert out[1:] == [f"  to do  smoke/05_vision/{c.stem()}" for c in cfgs]
+    assert out[1] == f"results in {(dirs / 'results' / 'smoke' / '05_vision').resolve()}"
+    assert out[2:] == [f"  to do  smoke/05_vision/{c.stem()}" for c in cfgs]
     shards = [sweep.plan("05_vision", "smoke", ["classify"], (i, 2)) for i in range(2)]
     assert sorted((c.stem() for s in shards for _, c, _ in s), key=str) == sorted(
         (c.stem() for c in cfgs if c.task == "classify"), key=str)  # disjoint, complete

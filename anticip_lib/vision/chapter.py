@@ -258,20 +258,42 @@ def overview(settings: dict, *, unit: str = "batch"):
     from .. import plots
 
     units = "batches" if unit == "batch" else f"{unit}s"
-    fig, axes = plt.subplots(len(settings), 3, figsize=(13, 3.3 * len(settings)),
-                             width_ratios=[1.5, 1, 1], layout="constrained", squeeze=False)
+    # the book's column width (plots.COLUMN_IN), so no text is shrunk below 8 px
+    fig, axes = plt.subplots(len(settings), 3,
+                             figsize=(plots.COLUMN_IN, 2.9 * len(settings)),
+                             width_ratios=[1.4, 1, 1], layout="constrained", squeeze=False)
     for ax, (label, runs_by_order) in zip(axes, settings.items()):
         finite = {o: [r for r in rr if np.isfinite(r.eval_loss).all()] or rr
                   for o, rr in runs_by_order.items()}
         plots.doc_curve(finite, doc=0, ax=ax[0])
         ax[0].set_ylabel(f"loss on {unit} 1")
         ax[0].set_xlabel(f"episode k ({units} trained)")
-        ax[0].text(0.01, 0.97, label, transform=ax[0].transAxes, va="top",
-                   fontsize="small", bbox=dict(fc="white", ec="0.8", alpha=0.9))
+        ax[0].set_title(label, loc="left", fontsize=9)
+        ax[0].legend(frameon=False, fontsize=8, loc="upper right")
         plots.shift_averaged({"cyclic": finite["cyclic"]}, ax=ax[1])
-        ax[1].set_xlabel(f"epochs since the {unit} was first trained")
+        ax[1].set_xlabel("epochs since first trained")
+        ax[1].get_legend().remove()
         plots.recovery_by_epoch({o: rs_by_epoch(rr) for o, rr in finite.items()}, ax=ax[2])
+        ax[2].get_legend().remove()  # the colours are the left panel's
     return fig
+
+
+def overview_caption(fig_no: str, subject: str, settings: dict, *,
+                     unit: str = "batch") -> str:
+    """The caption of an `overview` figure (`plots.caption`): the subject, what each
+    panel shows, the settings (one row each), the models and n."""
+    from .. import plots
+
+    n = min(len(rr) for s in settings.values() for rr in s.values())
+    what = (f"{subject}, one row per setting ({'; '.join(settings)}), cyclic vs "
+            f"shuffled order. "
+            f"Left: loss on {unit} 1, mean ± 1 sd over seeds (circles: just before each "
+            f"revisit); middle: shift-averaged loss of the cyclic runs (band ±1 sd over "
+            f"seeds and {unit}s); right: RS(n) per epoch, mean ± 1 sd over seeds "
+            f"(triangles: seeds whose RS is outside [0, 1], degenerate and left out)")
+    return plots.caption(fig_no, what, n=f"n = {n} seeds per order and setting",
+                         model="the stand-in named in each row (see 'What stands in "
+                               "for what' above), pre-trained or with random weights")
 
 
 def loss_summary(runs_by_order: dict, small: float = 0.01) -> dict:
@@ -342,34 +364,12 @@ def scorecard_items(experiment: str = "05_vision") -> list[dict]:
 
 
 def explore_batch_curves(runs_by_setting: dict, *, unit: str = "batch"):
-    """Widget: pick a setting, a batch (image) and an epoch window; redraw its curve."""
-    import ipywidgets as W
-    from IPython.display import display
+    """Widget: pick a setting, a batch (image) and an epoch window; redraw its curve
+    (`widgets.explore_doc_curves`: one control per row, sliders following the
+    setting's T and E)."""
+    from .. import widgets
 
-    from .. import plots, widgets
-
-    settings = list(runs_by_setting)
-    first = next(iter(runs_by_setting[settings[0]].values()))[0]
-    n_rows, n_docs = first.eval_loss.shape
-    n_epochs = (n_rows - 1) // n_docs
-    which = W.Dropdown(options=settings, value=settings[0], description="setting")
-    doc = W.IntSlider(value=1, min=1, max=n_docs, description=unit)
-    epochs = W.IntRangeSlider(value=(1, n_epochs), min=1, max=n_epochs, description="epochs")
-    live = widgets.LiveFigure()  # no Output widget: see anticip_lib.widgets
-
-    def redraw(*_):
-        fig = plots.doc_curve(runs_by_setting[which.value], doc=doc.value - 1)
-        lo, hi = epochs.value
-        fig.axes[0].set_xlim((lo - 1) * n_docs - 0.5, hi * n_docs + 0.5)
-        fig.axes[0].set_ylabel(f"loss on {unit} {doc.value}")
-        live.show(fig)
-
-    for w in (which, doc, epochs):
-        w.observe(redraw, "value")
-    box = W.VBox([W.HBox([which, doc, epochs])])
-    display(box)
-    redraw()
-    return box
+    return widgets.explore_doc_curves(runs_by_setting, unit=unit, pick_label="setting")
 
 
 def llm_reference(epoch: int | None = None) -> dict | None:

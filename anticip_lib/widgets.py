@@ -63,7 +63,7 @@ def explore_doc_curves(runs_by_label: dict, *, unit: str = "document",
         full = hi == epochs.max
         epochs.max = E
         epochs.value = (min(lo, E), E if full else min(hi, E))
-        shape.value = f"T = {T} {unit}s per epoch, E = {E} epochs"
+        shape.value = f"these runs: T = {T} per epoch, E = {E} epochs"
 
     def redraw(*_):
         T, _E = _shape(choices[pick.value])

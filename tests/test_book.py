@@ -112,3 +112,39 @@ def test_book_builds_offline_without_warnings(tmp_path):
     assert mathjax_local, "no page loads the vendored MathJax (_static/mathjax/)"
     assert (html_dir / "_static" / "require.js").exists()
     assert (html_dir / "_static" / "widgets" / "embed-amd.js").exists()
+
+
+def _parameters_cell(nb_path: Path) -> str:
+    import json
+
+    cells = json.loads(nb_path.read_text())["cells"]
+    found = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(found) == 1, f"{nb_path.name}: {len(found)} cells tagged 'parameters'"
+    src = found[0]["source"]
+    return "".join(src) if isinstance(src, list) else src
+
+
+@pytest.mark.parametrize("nb_path", sorted((REPO / "notebooks").glob("*.ipynb")),
+                         ids=lambda p: p.stem)
+def test_papermill_help_lists_every_parameter(nb_path, caplog):
+    """`papermill --help-notebook` shows every parameter with its type, default and help,
+    and parses each line: one `name: type = value  # help` per line, and no second "="
+    on a line (papermill then prints "Unable to parse line N" and drops the name; a
+    comment reads "None: the preset's", not "None = ...")."""
+    import ast
+    import logging
+
+    pytest.importorskip("papermill")
+    from nbformat.v4 import new_code_cell
+    from papermill.translators import PythonTranslator
+
+    src = _parameters_cell(nb_path)
+    names = [t.target.id for t in ast.parse(src).body if isinstance(t, ast.AnnAssign)]
+    with caplog.at_level(logging.WARNING, logger="papermill"):
+        params = PythonTranslator.inspect(new_code_cell(src))
+    unparsed = [r.getMessage() for r in caplog.records if "Unable to parse" in r.getMessage()]
+    assert not unparsed, f"{nb_path.name}: " + "; ".join(unparsed)
+    assert [p.name for p in params] == names, nb_path.name
+    for p in params:
+        assert p.inferred_type_name not in ("None", "") and p.help, (
+            f"{nb_path.name}: {p.name} needs `name: type = value  # help`")

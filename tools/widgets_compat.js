@@ -1,18 +1,20 @@
-// Loaded after widgets/embed-amd.js on every page with widgets (_config.yml,
-// nb_ipywidgets_js); tools/vendor_js.sh copies it to _vendor/widgets/compat.js.
+// Loaded after require.js and before widgets/embed-amd.js (which requires its modules
+// as it loads) on every page with widgets (_config.yml, nb_ipywidgets_js), after
+// the MathJax configuration; tools/vendor_js.sh copies it to _vendor/widgets/compat.js.
 // It fixes two mismatches between the vendored widget manager and this book:
 //
-// 1. The manager finds its icon fonts next to the AMD module
-//    "@jupyter-widgets/html-manager/dist/libembed-amd", which require.js would look
-//    for under the *page's* folder (notebooks/@jupyter-widgets/...: a 404 for every
-//    font). Map that module to this file's own folder, where the fonts are.
+// 1. The manager's modules ("@jupyter-widgets/controls", ".../html-manager/dist/
+//    libembed-amd", ...) find their icon fonts next to where require.js would load
+//    them from, which is under the *page's* folder (notebooks/@jupyter-widgets/...:
+//    a 404 for every font). Map them to this file's own folder, where the fonts are.
 // 2. ipywidgets 8 typesets widget labels with MathJax 2's MathJax.Hub.Queue whenever
 //    window.MathJax exists; the book loads MathJax 3, which has no Hub ("Cannot read
 //    properties of undefined (reading 'Queue')"). Provide Hub.Queue on MathJax 3.
 (function () {
   var here = document.currentScript.src.replace(/[?#].*$/, "");
+  var folder = here.slice(0, here.lastIndexOf("/"));
   require.config({
-    paths: {"@jupyter-widgets/html-manager/dist": here.slice(0, here.lastIndexOf("/"))},
+    paths: {"@jupyter-widgets/html-manager/dist": folder, "@jupyter-widgets": folder},
   });
 
   var pending = [];

@@ -102,7 +102,8 @@ def caption(paper: str | None, what: str, *, model: str | None = None,
 
 # A model label as `compare.model_label` writes it: "<name>, random init (<init
 # recipe>)[; byte-level tokenizer (C counts bytes)]" (some 25 words).
-_FULL_MODEL = re.compile(r"(?P<head>[^;|()\s][^;|()]*?, random init) \((?P<recipe>[^()]*)\)"
+_FULL_MODEL = re.compile(r"(?P<head>[^;|()\s][^;|()]*?, random init) "
+                         r"\((?P<recipe>(?:[^()]|\([^()]*\))*)\)"
                          r"(?P<tok>; byte-level tokenizer \(C counts bytes\))?")
 
 
@@ -112,8 +113,9 @@ def compact_model(label: str) -> str:
     bytes)" → "Pythia-14M architecture, random init, bytes". Give the full label once
     per page (`compact_models`)."""
     m = _FULL_MODEL.search(label)
-    if m:
-        return m["head"].strip() + (", bytes" if m["tok"] else "")
+    if m:  # Pythia's own init recipe is the default; any other init is named
+        init = "" if m["recipe"].startswith("Pythia recipe") else f" ({m['recipe']})"
+        return m["head"].strip() + init + (", bytes" if m["tok"] else "")
     return label.split(";")[0].strip()
 
 

@@ -119,3 +119,20 @@ def test_caption_form():
                          n=5) == ("Fig. 5(a) at CPU scale: RS(n) per epoch. "
                                   "Model: 14M shape. n = 5.")
     assert plots.caption(None, "a map.", n="3 seeds").startswith("Beyond the paper: a map.")
+
+
+def test_compact_model_labels():
+    full = ("Pythia-14M architecture, random init (Pythia recipe: small_init + "
+            "wang_init); byte-level tokenizer (C counts bytes)")
+    iso = ("Pythia-14M architecture, random init (isotropic N(0, 0.02²)); byte-level "
+           "tokenizer (C counts bytes)")
+    assert plots.compact_model(full) == "Pythia-14M architecture, random init, bytes"
+    assert plots.compact_model(iso) == ("Pythia-14M architecture, random init "
+                                        "(isotropic N(0, 0.02²)), bytes")
+    text, models = plots.compact_models(f"T = 5–40 (paper 10–200); {full}; T = 10 | {iso}")
+    assert text == ("T = 5–40 (paper 10–200); Pythia-14M architecture, random init, "
+                    "bytes; T = 10 | Pythia-14M architecture, random init (isotropic "
+                    "N(0, 0.02²)), bytes")
+    assert sorted(models.values()) == sorted([full, iso])
+    assert plots.compact_model("igpt-here-1m (Image GPT); stand-in") == \
+        "igpt-here-1m (Image GPT)"

@@ -254,7 +254,8 @@ class Chapter:
             display(Markdown(f"*This preset has no {axis!r} axis.*"))
             return
         items = [item for item, axis_of, *_ in self.table if axis_of == axis]
-        fig_no = f"{' and '.join(items)} at CPU scale" if items else None
+        figs = list(dict.fromkeys(item.split(",")[0] for item in items))  # Fig. 5(b)
+        fig_no = f"{' and '.join(figs)} at CPU scale" if figs else None
         pts = [p for p in self.stats[axis] if p.get("n")]
         n = min((p["n"] for p in pts), default=0)
         seeds = f"n = {n} seeds per point and order, paired by seed"

@@ -7,7 +7,8 @@ the recovery score:
 - margin: lr ≤ `lr_margin` × the smallest lr at which any run of the same model and
   optimizer was unstable;
 - fit: mean episode fit ≥ `min_fit` (an episode at least halves its document's loss);
-- cost: the whole preset fits `budget_core_min` core-minutes.
+- cost: the whole preset fits `budget_core_min` core-minutes (a run's cost: the least
+  wall time among its model's runs, `run_minutes`, as the machine may be shared).
 Among candidates that pass, a pre-trained model is preferred, then the larger model,
 then (where the rules name one) the paper's optimizer, then the smaller learning rate. Only numpy and the metrics are used here.
 """
@@ -75,6 +76,26 @@ def candidate(c) -> tuple:
 
 
 
+def run_minutes(runs) -> dict:
+    """{model: minutes one of its runs costs}: the least wall time among its runs.
+
+    The wall time of a run on a machine shared with other work overstates what it costs
+    on an idle core by the load of the moment; the least-loaded run of a model is the
+    best estimate of its cost (runs of one model and shape do the same work whatever
+    the optimizer or learning rate)."""
+    out: dict = {}
+    for r in runs:
+        m = r.meta.get("wall_s", np.nan) / 60
+        out[r.config.model] = min(out.get(r.config.model, np.inf), m)
+    return out
+
+
+def spent_minutes(runs) -> float:
+    """Core-minutes the runs cost on idle cores, by `run_minutes`."""
+    per = run_minutes(runs)
+    return float(sum(per[r.config.model] for r in runs))
+
+
 def judge(runs, *, max_rise: float, lr_margin: float, min_fit: float,
           budget_core_min: float, runs_in_preset: int = 0, spent_core_min: float = 0.0,
           expected=None, **_ignored) -> list[Verdict]:
@@ -98,11 +119,12 @@ def judge(runs, *, max_rise: float, lr_margin: float, min_fit: float,
             done = len(by_cand.pop(key, []))
             out.append(Verdict(model, init, opt, lr, done, 0, np.nan, np.nan, np.nan,
                                incomplete=f"{done} of {n} runs"))
+    cost = run_minutes([r for rr in by_cand.values() for r in rr])
     for (model, init, _tok, opt, lr), rr in by_cand.items():
         stable = [run_is_stable(r, max_rise) for r in rr]
         rises = [metrics.max_relative_rise(r.eval_loss) for r in rr]
         fits = np.concatenate([metrics.episode_fit(r.eval_loss, r.order) for r in rr])
-        minutes = float(np.mean([r.meta.get("wall_s", np.nan) for r in rr])) / 60
+        minutes = cost[model]
         out.append(Verdict(model, init, opt, lr, len(rr), stable.count(False),
                            float(np.nanmax(rises)) if np.isfinite(rises).any() else np.inf,
                            float(np.nanmean(fits)), minutes, stable=all(stable)))

@@ -57,7 +57,7 @@ def test_compare_pairs_by_seed_and_contrasts():
     # shuffled (here: the flat matrix) RS(1) = (8/3 - 2) / (8/3 - 1) = 0.4
     assert rs.shuffled.mean == pytest.approx(0.4)
     assert rs.contrast.mean == pytest.approx(0.2) and rs.contrast.n == 2
-    assert rs.verdict == "inconclusive"  # 2 seeds < 5
+    assert rs.verdict == "undetermined"  # 2 seeds < 5
     with pytest.raises(ValueError, match="same seeds"):
         compare.compare([run(seed=0)], [run(seed=1)], 3)
 
@@ -144,3 +144,12 @@ def test_work_units_and_screen_cost_estimate():
     per_run = 3.0 * 2010 / 201  # minutes
     assert row["est. min per full run"] == f"{per_run:.0f}"
     assert row["passes"] == "fits and is stable, but not affordable"  # 20 * 30 > 240
+
+
+def test_run_cost_is_the_least_loaded_run_of_its_model():
+    runs = [run(wall_s=60.0, lr=1e-3), run(wall_s=300.0, lr=3e-3, seed=1),
+            run(wall_s=120.0, model="pythia-14m", lr=1e-3)]
+    assert protocol.run_minutes(runs) == {"tiny-gpt": 1.0, "pythia-14m": 2.0}
+    assert protocol.spent_minutes(runs) == pytest.approx(1.0 + 1.0 + 2.0)
+    v = {(x.model, x.lr): x for x in protocol.judge(runs, **RULES)}
+    assert v[("tiny-gpt", 3e-3)].minutes_per_run == 1.0  # not its own 5 minutes

@@ -95,7 +95,6 @@ CH1_RANDOM_SEEDS = dict(pilot=(0, 1, 2), corpora=(0, 1, 2), main=tuple(range(10)
 # document. Chapters 2 (random-init axes) and 3 stand on it.
 CH1_RANDOM_PROTOCOL = dict(model="pythia-14m", init="pythia", tokenizer="tiny-gpt",
                            optimizer="adam_reset", lr=1e-3)
-CH1_CPU_PROTOCOL = CH1_RANDOM_PROTOCOL  # until the pre-trained pilot has chosen
 
 
 # The smoke preset's run (seconds) and chapter 1's random-init cpu protocol on its main
@@ -104,7 +103,18 @@ SMOKE_BASE = RunConfig(model="tiny-gpt", init="pythia", corpus="cnn-embedded", n
                        context_len=16, steps_per_doc=2, n_epochs=3, optimizer="adam_reset",
                        lr=1e-3, doc_split="main")
 CH1_RANDOM_BASE = RunConfig(**CH1_RANDOM_PROTOCOL, doc_split="main", **_CH1_SHAPE)
-CH1_CPU_BASE = CH1_RANDOM_BASE  # until the pre-trained pilot has chosen
+
+# What the rules chose from the pre-trained pilot (the notebook re-derives it and fails
+# if not). deviation: the paper fine-tunes pre-trained Pythia-1B (GD, lr 1e-3, BPE
+# tokens of CNN/DailyMail); the cpu preset fine-tunes a member of the family
+# pre-trained here, reading bytes of embedded cnn.com articles.
+CH1_CPU_PROTOCOL = dict(model="news-14m", init="pretrained", tokenizer="auto",
+                        optimizer="sgd", lr=1e-2)
+CH1_CPU_BASE = RunConfig(**CH1_CPU_PROTOCOL, doc_split="main", **_CH1_SHAPE)
+# Fig. 2(a): each member's learning rate under the chosen optimizer, by the rule above
+# (the notebook re-derives it and fails if not)
+CH2_FAMILY_LR = {"news-14m": 1e-2}  # the smaller members: once their pilot is done
+CH2_FAMILY_SEEDS = CH1_SEEDS["main"][:5]  # the 14M point is chapter 1's main runs
 
 
 def ch1_family_candidates() -> tuple:
@@ -113,7 +123,7 @@ def ch1_family_candidates() -> tuple:
                  for opt, lrs in CH1_FAMILY_LRS.items())
 
 
-def _pilot(candidates, seeds) -> tuple:
+def pilot_configs(candidates, seeds) -> tuple:
     return tuple(
         RunConfig(model=m, init=i, tokenizer=tok, optimizer=opt, lr=lr, order=o, seed=s,
                   doc_split="pilot", **_CH1_SHAPE)
@@ -131,15 +141,15 @@ def _ch1_random() -> list[Group]:
                     for r in ch1_main(replace(CH1_RANDOM_BASE, corpus=c, doc_split="all"),
                                       CH1_RANDOM_SEEDS["corpora"]))
     return [
-        Group("screen", "01_phenomenon/pilot", tuple(screen),
+        Group("random_screen", "01_phenomenon/pilot", tuple(screen),
               "pre-trained stand-in, one epoch over 5 pilot documents: fit and rise"),
-        Group("pilot", "01_phenomenon/pilot",
-              _pilot(CH1_RANDOM_CANDIDATES, CH1_RANDOM_SEEDS["pilot"]),
+        Group("random_pilot", "01_phenomenon/pilot",
+              pilot_configs(CH1_RANDOM_CANDIDATES, CH1_RANDOM_SEEDS["pilot"]),
               "random-init candidates × learning rates × 3 seeds × both orders, pilot "
               "documents"),
-        Group("corpora", "01_phenomenon/corpora", corpora,
+        Group("random_corpora", "01_phenomenon/corpora", corpora,
               "the random-init protocol on two other corpora: stability check"),
-        Group("main", "01_phenomenon",
+        Group("random_main", "01_phenomenon",
               ch1_main(CH1_RANDOM_BASE, CH1_RANDOM_SEEDS["main"]),
               "without pre-training: the random-init protocol, 10 seeds × both orders"),
     ]
@@ -156,13 +166,20 @@ def _ch1(preset: str) -> list[Group]:
         return [Group("main", "smoke/01_phenomenon", ch1_main(SMOKE_BASE, (0, 1)),
                       "tiny-gpt, seconds")]
     if preset == "cpu":
-        family_pilot = Group(
-            "family_pilot", "01_phenomenon/family_pilot",
-            _pilot(ch1_family_candidates(), CH1_SEEDS["pilot"]),
-            "the pre-trained family × optimizers × learning rates × 3 seeds × both "
-            "orders, pilot documents")
-        # cheapest first, so that a stopped sweep leaves whole members behind
-        return [family_pilot] + _ch1_random()
+        base = CH1_CPU_BASE
+        corpora = tuple(r for c in CH1_OTHER_CORPORA
+                        for r in ch1_main(replace(base, corpus=c, doc_split="all"),
+                                          CH1_SEEDS["corpora"]))
+        return [
+            Group("pilot", "01_phenomenon/family_pilot",
+                  pilot_configs(ch1_family_candidates(), CH1_SEEDS["pilot"]),
+                  "the pre-trained family × optimizers × learning rates × 3 seeds × "
+                  "both orders, pilot documents"),
+            Group("corpora", "01_phenomenon/corpora", corpora,
+                  "the chosen protocol on two other corpora: stability check"),
+            Group("main", "01_phenomenon", ch1_main(base, CH1_SEEDS["main"]),
+                  "the chosen protocol, 10 seeds × both orders, main documents"),
+        ] + _ch1_random()
     # paper: Fig. 1(a, b) with Pythia-1B, T=100, 20 seeds; Table 1 at C=512, 10 seeds
     base = RunConfig(model="pythia-1b", corpus="cnn_dailymail", n_docs=100,
                      context_len=256, steps_per_doc=10, n_epochs=5, optimizer="sgd",
@@ -235,12 +252,12 @@ def ch2_dims(c: RunConfig) -> tuple:
 @dataclass(frozen=True)
 class Point:
     """One point of an axis of chapters 2 and 3 (a model, or a training factor, under
-    the protocol); `config` is its cyclic seed-0 run (the others differ in seed and
-    order)."""
+    the protocol); `config` is its cyclic run of the first seed (the others differ in
+    seed and order); `seeds`: the point's own seeds where they are not the chapter's."""
 
     label: str
     config: RunConfig
-
+    seeds: tuple = ()
 
 
 def _step(revision: str, last: int) -> int:
@@ -268,9 +285,14 @@ def ch2_axes(preset: str) -> dict:
                            for r in ("step0", "main")),
         }
     if preset == "cpu":
-        base = CH1_CPU_BASE
+        base = CH1_RANDOM_BASE
         pre = replace(base, model=CH2_PRETRAINED, init="pretrained", tokenizer="auto")
         return {
+            # Fig. 2(a): the family pre-trained here, each member at its own lr (rule
+            # above), chapter 1's protocol otherwise; seeds 10-14 (chapter 1's main)
+            "pretrained": tuple(P(m, replace(CH1_CPU_BASE, model=m, lr=lr),
+                                  CH2_FAMILY_SEEDS)
+                                for m, lr in CH2_FAMILY_LR.items()),
             "size": tuple(P(f"{_size(m)} shape", replace(base, model=m))
                           for m in CH2_SIZES),
             "width": tuple(P(f"d={w}", _ch2_shape(base, w, 6, 8)) for w in CH2_WIDTHS),
@@ -329,38 +351,52 @@ def ch2_gpu_points() -> tuple:
 CH2_GPU_SEEDS = (0, 1, 2)
 
 
+def ch2_seeds(preset: str) -> tuple:
+    """The seeds of chapter 2's points (a point with seeds of its own keeps them)."""
+    return (0, 1) if preset == "smoke" else CH2_SEEDS
+
+
 def _ch2(preset: str) -> list[Group]:
     """Every distinct point of the axes × seeds × both orders, cheapest first (so that
     a stopped sweep leaves whole axes behind). In the cpu preset the 14M shape is
     chapter 1's main runs (seeds 0-4), read from there."""
-    seeds = (0, 1) if preset == "smoke" else CH2_SEEDS
+    seeds = ch2_seeds(preset)
     exp = "smoke/02_scale" if preset == "smoke" else "02_scale"
-    points = list(dict.fromkeys(p.config for pts in ch2_axes(preset).values() for p in pts))
-    if preset == "cpu":
-        points.remove(CH1_CPU_BASE)  # chapter 1's main runs
+    points = dict.fromkeys((p.config, p.seeds or seeds)
+                           for pts in ch2_axes(preset).values() for p in pts)
+    if preset == "cpu":  # chapter 1's main runs: random-init and pre-trained
+        points.pop((CH1_RANDOM_BASE, seeds))
+        points.pop((CH1_CPU_BASE, CH2_FAMILY_SEEDS), None)
 
-    def cost(c):  # random-init shapes by d²L, then the pre-trained checkpoints
+    def cost(point):  # random-init shapes by d²L, then the pre-trained models
+        c = point[0]
         if c.model in CH2_SHAPES:
             d, L, _ = ch2_dims(c)
             return (0, L * d * d)
         return (1, 0)
 
-    points.sort(key=cost)
-    groups = [Group("runs", exp, tuple(r for c in points for r in ch1_main(c, seeds)),
-                    f"every point of the chapter's axes, {len(seeds)} seeds × both orders")]
+    groups = [Group("runs", exp, tuple(r for c, ss in sorted(points, key=cost)
+                                       for r in ch1_main(c, ss)),
+                    f"every point of the chapter's axes, {len(seeds)} seeds × both orders "
+                    "(the pre-trained family: seeds 10-14)")]
     if preset == "paper":
         groups.append(Group("gpu", exp, tuple(r for p in ch2_gpu_points()
                                               for r in ch1_main(p.config, CH2_GPU_SEEDS)),
                             "random-init 160M/410M shapes, bytes, no Hub: one H200"))
     if preset == "cpu":
-        pre = replace(CH1_CPU_BASE, model=CH2_PRETRAINED, init="pretrained", tokenizer="auto",
+        pre = replace(CH1_RANDOM_BASE, model=CH2_PRETRAINED, init="pretrained", tokenizer="auto",
                       doc_split="pilot")
         groups.insert(0, Group("steps_pilot", "02_scale/pilot", tuple(
             r for lr in CH2_STEPS_PILOT_LRS
             for r in ch1_main(replace(pre, lr=lr), CH1_SEEDS["pilot"])),
             "pre-trained checkpoints' protocol: the last one, pilot documents"))
-        groups.insert(0, Group("reused", "01_phenomenon", ch1_main(CH1_CPU_BASE, seeds),
-                               "the 14M shape: chapter 1's main runs, seeds 0-4"))
+        groups.insert(0, Group("reused", "01_phenomenon", ch1_main(CH1_RANDOM_BASE, seeds),
+                               "the 14M shape: chapter 1's random-init main runs, "
+                               "seeds 0-4"))
+        if any(p.config == CH1_CPU_BASE for p in ch2_axes(preset)["pretrained"]):
+            groups.insert(1, Group("reused_pretrained", "01_phenomenon",
+                                   ch1_main(CH1_CPU_BASE, CH2_FAMILY_SEEDS),
+                                   "chapter 1's protocol: its main runs, seeds 10-14"))
     return groups
 
 
@@ -404,7 +440,7 @@ def ch3_axes(preset: str) -> dict:
         base, docs, steps, contexts = SMOKE_BASE, (2, 3), (1, 2), (8, 16)
         update, cos_epochs = 2e-3, 4
     elif preset == "cpu":
-        base, docs, steps, contexts = CH1_CPU_BASE, CH3_DOCS, CH3_STEPS, CH3_CONTEXTS
+        base, docs, steps, contexts = CH1_RANDOM_BASE, CH3_DOCS, CH3_STEPS, CH3_CONTEXTS
     else:  # paper: SPEC §4, Figs. 5, 13, 17, 19; pre-trained Pythia-1B, GD lr 1e-3
         base = RunConfig(model="pythia-1b", corpus="cnn_dailymail", n_docs=25,
                          context_len=256, steps_per_doc=10, n_epochs=5, optimizer="sgd",
@@ -445,8 +481,8 @@ def _ch3(preset: str) -> list[Group]:
                                 for p in pts))
     groups = []
     if preset == "cpu":
-        points.remove(CH1_CPU_BASE)
-        groups.append(Group("reused", "01_phenomenon", ch1_main(CH1_CPU_BASE, seeds),
+        points.remove(CH1_RANDOM_BASE)
+        groups.append(Group("reused", "01_phenomenon", ch1_main(CH1_RANDOM_BASE, seeds),
                             "chapter 1's protocol: chapter 1's main runs, seeds 0-4"))
     points.sort(key=_work)
     groups.append(Group("runs", exp, tuple(r for c in points for r in ch1_main(c, seeds)),

@@ -249,6 +249,27 @@ def load_record(name: str) -> dict | None:
     return json.loads(f.read_text()) if f.exists() else None
 
 
+def family_rows(names=FAMILY) -> list[dict]:
+    """One table row per member from its committed record (no weights loaded)."""
+    rows = []
+    for name in names:
+        rec, r = load_record(name), recipe(name)
+        if rec is None:
+            rows.append({"model": name, "pre-trained": "no record: python -m "
+                         f"anticip_lib.pretrain {name}"})
+            continue
+        val = rec["val_loss"]
+        cfg = json.loads((checkpoint(name) / "config.json").read_text())
+        rows.append({
+            "model": name, "d, L, h": ", ".join(str(cfg[k]) for k in (
+                "hidden_size", "num_hidden_layers", "num_attention_heads")),
+            "non-embedding params": f"{rec['n_non_embedding'] / 1e6:.2f}M",
+            "all params": f"{rec['n_params'] / 1e6:.2f}M",
+            "held-out loss, step 0 → 2,000": f"{val['0']:.2f} → {val[str(r['steps'])]:.2f}",
+            "minutes (threads)": f"{rec['seconds'] / 60:.0f} ({rec['threads']})"})
+    return rows
+
+
 def non_embedding_params(model) -> int:
     """Parameters outside the input and output embeddings (Pythia's size measure)."""
     emb = {id(p) for m in (model.get_input_embeddings(), model.get_output_embeddings())

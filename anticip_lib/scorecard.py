@@ -54,7 +54,8 @@ def _link(chapter: int) -> str:
 
 
 def chapter1_items() -> list[Item]:
-    """Fig. 1(a), 1(b), 1(c), Table 1 and claim 5 from chapter 1's committed cpu runs."""
+    """Fig. 1(a), 1(b), 1(c) and Table 1 from chapter 1's committed cpu runs, judged on
+    the claims the chapter declared (`compare.CH1_CLAIMS`)."""
     from . import compare, results
 
     main = presets.group("01_phenomenon", "cpu", "main")
@@ -71,23 +72,19 @@ def chapter1_items() -> list[Item]:
     c = [r for r in runs if r.config.order == "cyclic"]
     s = [r for r in runs if r.config.order == "shuffled"]
     base = main.configs[0]
-    res = compare.compare(c, s, base.n_docs)
-    rows = {r.statistic: r for r in res["rows"]}
-    rs_last = rows[f"RS({base.n_epochs - 1})"]
-    doc1 = rows["document 1, epoch 2: share of forgetting recovered"]
-    online = rows["online loss, epochs 2..E (Table 1)"]
-    scale = (f"{compare.model_label(c[0])}; T = {base.n_docs}, C = {base.context_len}, "
-             f"M = {base.steps_per_doc}, E = {base.n_epochs}, {base.optimizer} "
-             f"{base.lr:g}; {len(c)} seeds per order")
+    J = compare.judge_ch1(compare.compare(c, s, base.n_docs))
+    scale = (f"{base.model} (pre-trained here, bytes); T = {base.n_docs}, "
+             f"C = {base.context_len}, M = {base.steps_per_doc}, E = {base.n_epochs}, "
+             f"{base.optimizer} {base.lr:g}; {len(c)} seeds per order")
 
-    def item(key, row, what):
-        return Item(key, paper[key], row.verdict, f"{what}: {row.contrast.text()}", scale,
-                    _link(1))
+    def item(key, j):
+        paper_value = "" if j.claim.paper is None else f"; {j.magnitude()}"
+        return Item(key, paper[key], j.word,
+                    f"{j.claim.estimand}: {j.text().rsplit(' — ', 1)[0]}{paper_value}",
+                    scale, _link(1))
 
-    return [item("Fig. 1(a)", doc1, "x_1, epoch 2, recovered share cyclic − shuffled"),
-            item("Fig. 1(b)", rs_last, f"{rs_last.statistic} cyclic − shuffled"),
-            item("Fig. 1(c)", online, "online loss shuffled − cyclic"),
-            item("Table 1", online, "online loss shuffled − cyclic (stand-in model only)")]
+    return [item("Fig. 1(a)", J["doc1"]), item("Fig. 1(b)", J["rs"]),
+            item("Fig. 1(c)", J["online"]), item("Table 1", J["online"])]
 
 
 def _committed(chapter: str) -> dict:

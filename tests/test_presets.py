@@ -51,13 +51,33 @@ def test_vision_groups_are_the_notebooks_runs():
 
 def test_cpu_preset_pilot_and_main_documents_are_disjoint_parts():
     groups = {g.name: g for g in presets.groups("01_phenomenon", "cpu")}
-    assert {c.doc_split for c in groups["pilot"].configs} == {"pilot"}
-    assert {c.doc_split for c in groups["screen"].configs} == {"pilot"}
-    assert {c.doc_split for c in groups["main"].configs} == {"main"}
-    main = groups["main"].configs
-    # >= 5 seeds per order, and every seed in both orders (pairs)
-    seeds = {o: sorted(c.seed for c in main if c.order == o) for o in ("cyclic", "shuffled")}
-    assert seeds["cyclic"] == seeds["shuffled"] and len(seeds["cyclic"]) >= 5
+    for prefix in ("", "random_"):
+        assert {c.doc_split for c in groups[prefix + "pilot"].configs} == {"pilot"}
+        assert {c.doc_split for c in groups[prefix + "main"].configs} == {"main"}
+        main = groups[prefix + "main"].configs
+        # >= 10 seeds per order, and every seed in both orders (pairs)
+        seeds = {o: sorted(c.seed for c in main if c.order == o)
+                 for o in ("cyclic", "shuffled")}
+        assert seeds["cyclic"] == seeds["shuffled"] and len(seeds["cyclic"]) >= 10
+    assert {c.doc_split for c in groups["random_screen"].configs} == {"pilot"}
+
+
+def test_cpu_preset_main_runs_are_pretrained_on_seeds_no_earlier_run_used():
+    main = presets.group("01_phenomenon", "cpu", "main").configs
+    assert {(c.model, c.init) for c in main} == {(presets.CH1_CPU_PROTOCOL["model"],
+                                                  "pretrained")}
+    assert presets.CH1_CPU_PROTOCOL["model"] in presets.CH1_FAMILY
+    # chapter 2 fine-tuned news-14m checkpoints on chapter 1's main documents with its
+    # own seeds (documents are drawn by seed): the main runs' seeds are new
+    axes = presets.ch2_axes("cpu")
+    assert all(not p.seeds for a in ("steps", "steps_ch1_lr") for p in axes[a])
+    assert not set(presets.CH2_SEEDS) & {c.seed for c in main}
+    assert min(c.seed for c in main) >= 10
+    # the pilot trains every member under both optimizers, on pilot documents only
+    pilot = presets.group("01_phenomenon", "cpu", "pilot").configs
+    assert {c.model for c in pilot} == set(presets.CH1_FAMILY)
+    assert {c.optimizer for c in pilot} == {"adam_reset", "sgd"}
+    assert {c.doc_split for c in pilot} == {"pilot"}
 
 
 def test_smoke_results_never_go_to_committed_folders():
@@ -150,7 +170,7 @@ def test_chapter3_axes_move_one_factor_from_the_base(preset):
     """Each axis of Fig. 5(a-c) differs from its base in its own field only; the cpu
     base is chapter 1's protocol, the paper's is its default (T=25, C=256, M=10)."""
     axes = presets.ch3_axes(preset)
-    base = {"smoke": presets.SMOKE_BASE, "cpu": presets.CH1_CPU_BASE}.get(preset)
+    base = {"smoke": presets.SMOKE_BASE, "cpu": presets.CH1_RANDOM_BASE}.get(preset)
     if base is None:
         base = axes["docs"][1].config  # T = 25
         assert (base.model, base.init, base.optimizer, base.lr) == (
@@ -182,7 +202,7 @@ def test_chapter3_axes_move_one_factor_from_the_base(preset):
         diff = {k for k, v in c.to_dict().items() if v != getattr(base, k)}
         assert diff <= {"optimizer", "lr"}
     if preset == "cpu":  # each at the lr chapter 1's rules pass for it
-        assert (adam.lr, gd.lr) == (presets.CH1_CPU_PROTOCOL["lr"], 0.1)
+        assert (adam.lr, gd.lr) == (presets.CH1_RANDOM_PROTOCOL["lr"], 0.1)
     if preset == "cpu":
         assert [p.config.n_docs for p in axes["docs"]] == [5, 10, 20, 40]
         assert [p.config.steps_per_doc for p in axes["steps"]] == [1, 5, 10, 20]
@@ -192,7 +212,7 @@ def test_chapter3_axes_move_one_factor_from_the_base(preset):
 def test_chapter3_cpu_preset_computes_every_point_and_reuses_chapter1():
     groups = {g.name: g for g in presets.groups("03_training", "cpu")}
     reused = groups["reused"].configs
-    assert set(reused) <= set(presets.group("01_phenomenon", "cpu", "main").configs)
+    assert set(reused) <= set(presets.group("01_phenomenon", "cpu", "random_main").configs)
     assert {c.seed for c in reused} == set(range(5)) and len(reused) == 10
     listed = set(groups["runs"].configs) | set(reused)
     for pts in presets.ch3_axes("cpu").values():

@@ -103,7 +103,7 @@ def test_chapter2_shapes_match_the_registry():
 def test_cpu_axes_hold_what_the_book_says():
     axes = presets.ch2_axes("cpu")
     dims = {a: [presets.ch2_dims(p.config) for p in pts]
-            for a, pts in axes.items() if not a.startswith("steps")}
+            for a, pts in axes.items() if a not in ("steps", "steps_ch1_lr", "pretrained")}
     assert dims["width"] == [(64, 6, 8), (128, 6, 8), (256, 6, 8), (512, 6, 8)]
     assert dims["depth"] == [(128, L, 4) for L in (2, 4, 6, 8, 12)]
     assert dims["heads"] == [(128, 6, h) for h in (1, 2, 4, 8)]
@@ -116,15 +116,29 @@ def test_cpu_axes_hold_what_the_book_says():
     assert [p.config.revision for p in axes["steps"]] == list(presets.CH2_REVISIONS)
     # the 14M shape is chapter 1's runs: same configs, not recomputed
     reused = presets.group("02_scale", "cpu", "reused").configs
-    ch1 = set(presets.group("01_phenomenon", "cpu", "main").configs)
+    ch1 = set(presets.group("01_phenomenon", "cpu", "random_main").configs)
     assert set(reused) <= ch1 and {c.seed for c in reused} == set(range(5))
-    # every point of every axis is computed: 5 seeds × both orders
+    # every point of every axis is computed: 5 seeds (its own, where it has them) ×
+    # both orders
     listed = set(presets.configs("02_scale", "cpu"))
     for pts in axes.values():
         for p in pts:
             for o in ("cyclic", "shuffled"):
-                for s in range(5):
+                for s in p.seeds or range(5):
                     assert RunConfig(**{**p.config.to_dict(), "order": o, "seed": s}) in listed
+    # Fig. 2(a): the family under chapter 1's protocol, each member at its own lr, on
+    # chapter 1's fresh seeds; the member chapter 1 runs is its main runs
+    fam = axes["pretrained"]
+    assert [p.config.model for p in fam] == [m for m in presets.CH1_FAMILY
+                                             if m in presets.CH2_FAMILY_LR]
+    base = presets.CH1_CPU_BASE
+    for p in fam:
+        diff = {k for k, v in p.config.to_dict().items() if v != getattr(base, k)}
+        assert diff <= {"model", "lr"} and p.config.lr == presets.CH2_FAMILY_LR[p.label]
+        assert p.seeds == presets.CH1_SEEDS["main"][:5]
+    main = set(presets.group("01_phenomenon", "cpu", "main").configs)
+    reused = presets.group("02_scale", "cpu", "reused_pretrained").configs
+    assert set(reused) <= main and len(reused) == 10
 
 
 def test_paper_axes_are_the_papers_runs():

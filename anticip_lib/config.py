@@ -5,9 +5,11 @@ everything that cannot (device, threads, chunk sizes, progress bars) is a functi
 argument elsewhere. `validate()` runs before any compute and names the bad field.
 """
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass, fields
 from numbers import Integral, Real
+from pathlib import Path
 
 OPTIMIZERS = ("sgd", "adam", "adam_reset")  # adam_reset: fresh Adam per episode (Fig. 6)
 ORDERS = ("cyclic", "shuffled", "partial")
@@ -24,6 +26,35 @@ PRECISIONS = ("fp32", "bf16")
 # when they differ from these defaults, so every committed result keeps its key.
 LATER_FIELDS = {"doc_split": "all", "doc_filter": "min_context", "width": 0, "depth": 0,
                 "heads": 0, "precision": "fp32"}
+
+
+NAMED_CORPORA = ("cnn_dailymail", "cnn-embedded", "abc-news-embedded",
+                 "speeches-embedded")  # data.CORPORA (a test keeps them equal)
+_FOLDER_SHA: dict = {}  # (folder, its files' names, sizes and mtimes) -> content hash
+
+
+def folder_contents(folder) -> str | None:
+    """sha256 over the names and bytes of a corpus folder's *.jsonl and *.txt files
+    (what `data.load_texts` reads), or None when `folder` is not a folder.
+
+    Contents, not modification times: the same files give the same key on every
+    machine and after a fresh clone; any changed, added, removed or renamed file gives
+    another. Read once per process while the files' names, sizes and mtimes stay.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    found = sorted(p for p in folder.iterdir()
+                   if p.suffix in (".jsonl", ".txt") and p.is_file())
+    sig = (str(folder.resolve()),
+           tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in found))
+    if sig not in _FOLDER_SHA:
+        h = hashlib.sha256()
+        for p in found:
+            h.update(p.name.encode("utf-8", "surrogateescape") + b"\0")
+            h.update(hashlib.sha256(p.read_bytes()).digest())
+        _FOLDER_SHA[sig] = h.hexdigest()[:16]
+    return _FOLDER_SHA[sig]
 
 
 @dataclass(frozen=True)
@@ -114,11 +145,16 @@ class RunConfig:
 
     def key_dict(self) -> dict:
         """The fields that identify the run's numbers: `to_dict()` minus later-added
-        fields at their defaults (see LATER_FIELDS)."""
+        fields at their defaults (see LATER_FIELDS), plus, for a corpus folder, a hash
+        of its files (`folder_contents`: changed files give a new key)."""
         d = self.to_dict()
         for name, default in LATER_FIELDS.items():
             if d.get(name) == default:
                 del d[name]
+        if self.corpus not in NAMED_CORPORA:  # a folder: its contents are in the key
+            contents = folder_contents(self.corpus)
+            if contents is not None:
+                d["corpus_contents"] = contents
         return d
 
     @classmethod

@@ -169,14 +169,50 @@ def _cnn_dailymail() -> list[tuple[str, str]]:
         raise RuntimeError(f"could not load {CNN_DAILYMAIL[0]}: {err}. " + advice) from err
 
 
+def _utf8(path: Path) -> str:
+    """The text of a corpus file; ValueError naming it when it is binary or not UTF-8."""
+    data = path.read_bytes()
+    if b"\0" in data[:8192]:
+        raise ValueError(f"corpus file {path} looks binary (it holds NUL bytes), not "
+                         "text: a corpus folder holds UTF-8 *.txt or *.jsonl files")
+    try:  # as read_text: universal newlines
+        return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"corpus file {path} is not UTF-8 text (byte 0x{data[err.start]:02x} at "
+            f"offset {err.start}); convert it, e.g. iconv -f latin1 -t utf-8") from None
+
+
+def _check_jsonl(path: Path) -> None:
+    """Each line of a *.jsonl corpus file is an object whose 'article' or 'text' is a
+    string; ValueError naming the file and line otherwise."""
+    for n, line in enumerate(_utf8(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError as err:
+            raise ValueError(f"corpus file {path}, line {n}: not JSON ({err})") from None
+        if not isinstance(rec, dict):
+            raise ValueError(f"corpus file {path}, line {n}: a JSON {type(rec).__name__}, "
+                             "not an object with a 'text' (or 'article') string")
+        field = "article" if "article" in rec else "text"
+        if not isinstance(rec.get(field), str):
+            got = "missing" if field not in rec else f"a {type(rec[field]).__name__}"
+            raise ValueError(f"corpus file {path}, line {n}: {field!r} is {got}, not a "
+                             "string")
+
+
 def _folder(path: Path) -> list[tuple[str, str]]:
     jsonl = sorted(path.glob("*.jsonl"))
     if jsonl:
+        for p in jsonl:  # named errors before `datasets` sees the files
+            _check_jsonl(p)
         return _datasets_articles("json", data_files=[str(p) for p in jsonl])
     txt = sorted(path.glob("*.txt"))
     if not txt:
         raise ValueError(f"corpus folder {str(path)!r} has no *.jsonl or *.txt files")
-    return [(p.name, p.read_text(encoding="utf-8")) for p in txt]
+    return [(p.name, _utf8(p)) for p in txt]
 
 
 def load_texts(corpus: str) -> list[tuple[str, str]]:

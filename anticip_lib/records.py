@@ -29,7 +29,6 @@ import difflib
 import re
 
 import numpy as np
-import torch
 
 NAME = re.compile(r"^[A-Za-z0-9_.:=-]+$")
 
@@ -64,7 +63,7 @@ def identity(record) -> dict[str, int]:
     return {r.name: int(getattr(r, "version", 1)) for r in as_tuple(record)}
 
 
-def _param(model, name: str) -> torch.nn.Parameter:
+def _param(model, name: str):
     params = dict(model.named_parameters())
     if name not in params:
         near = difflib.get_close_matches(name, list(params), n=4, cutoff=0.5)
@@ -128,6 +127,8 @@ class grad_of_doc:
         if self._data is None:
             raise RuntimeError(f"recorder {self.name!r} was not bound to the documents; "
                                "pass it as train(..., record=...)")
+        import torch  # here: `identity`, which the results cache needs, costs no torch
+
         x, y, mask, loss_fn = self._data
         p = _param(model, self.param)
         was_training = model.training

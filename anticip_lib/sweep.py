@@ -7,9 +7,10 @@
 
 Runs go through the results cache: finished runs are skipped, interrupted ones resume
 from their last checkpoint, so a sweep stopped at any point (Ctrl-C, a killed process,
-a closed laptop) picks up where it stopped when started again. `--shard i/n` takes every
-n-th missing run starting at i, so n processes (one per core) share a sweep without
-a scheduler. The exit status is non-zero when a run failed; the summary names it.
+a closed laptop) picks up where it stopped when started again. `--shard i/n` takes the
+runs whose results key falls in part i of n (a hash of the run's file stem, so it does
+not depend on what is missing when a process starts), so n processes (one per core),
+started together or not, share a sweep without a scheduler. The exit status is non-zero when a run failed; the summary names it.
 """
 
 import argparse
@@ -108,9 +109,16 @@ def plan(chapter: str, preset: str, groups=None, shard=(0, 1)):
         for c in g.configs:
             todo.append((g.experiment, c,
                          cache(c).find_run(c, g.experiment) is not None))
-    missing = [t for t in todo if not t[2]]
-    mine = {id(t) for t in missing[shard[0]::shard[1]]}
-    return [t for t in todo if t[2] or id(t) in mine]
+    return [t for t in todo if t[2] or shard_of(cache(t[1]).run_stem(t[1]), shard[1])
+            == shard[0]]
+
+
+def shard_of(stem: str, n: int) -> int:
+    """The shard (0..n-1) of a run: a stable hash of its file stem, the same in every
+    process whatever is missing when it starts."""
+    import hashlib
+
+    return int(hashlib.sha1(stem.encode()).hexdigest()[:8], 16) % n
 
 
 def _fmt_eta(seconds: float) -> str:

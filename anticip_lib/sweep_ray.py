@@ -23,11 +23,13 @@
 - **Stopping and resuming.** A run checkpoints as in the local engine (every epoch end
   and at least every 10 minutes) on the worker that trains it, at
   `<cache>/checkpoints/<experiment>/<stem>.pt` — the file the local engine uses, under
-  the same lock — where `<cache>` is the driver's cache folder for a cluster started
-  here and the worker's own `$ANTICIP_CACHE` (else `~/.cache/anticip`) on an existing
+  the same lock (next to the worker's results folder) — where `<cache>` is the
+  driver's cache folder for a cluster started here and the worker's own `$ANTICIP_CACHE` (else `~/.cache/anticip`) on an existing
   cluster. The checkpoint is deleted only after the driver has saved the results and
   loaded them back. Ctrl-C (or SIGTERM) cancels the tasks and shuts Ray down; runs
-  already returned are saved. Running the same command again computes only what is
+  already returned are saved. A driver killed outright (SIGKILL) cannot clean up: a
+  watcher started with a local cluster (`start_reaper`) then stops the cluster's
+  processes within seconds. Running the same command again computes only what is
   missing: an interrupted run resumes from its checkpoint when it lands on the same
   machine, and restarts from episode 0 elsewhere (same numbers either way).
 - **Failures.** A task that raises (or whose worker dies after Ray's retries) is
@@ -43,7 +45,6 @@ import re
 import signal
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from .config import RunConfig
@@ -77,17 +78,17 @@ def train_task(config: RunConfig, experiment: str, device: str, threads: int,
     import ray
     import torch
 
-    from . import paths, results, trainer
+    from . import files, paths, results, trainer
 
     torch.set_num_threads(threads)
     root = paths.cache_dir() if cache is None else Path(cache)
-    ckpt_dir = trainer.ensure_writable(root / "checkpoints" / experiment,
-                                       "checkpoint folder (on the Ray worker)")
+    ckpt_dir = files.ensure_writable(root / "checkpoints" / experiment,
+                                     "checkpoint folder (on the Ray worker)")
     stem = results.run_stem(config)
     ckpt = ckpt_dir / f"{stem}.pt"
-    with _flock(ckpt_dir / f"{stem}.lock"):
-        for stale in ckpt_dir.glob(f".{ckpt.name}.*.tmp"):  # left by a killed writer
-            stale.unlink(missing_ok=True)
+    # the lock `results.run_cached` takes, next to the results (this node's folder)
+    with files.lock(results.lock_path(experiment, stem), stem):
+        files.clear_temporaries(ckpt)  # left by a killed writer
         run = trainer.train_run(config, device=device, checkpoint=ckpt, progress=False,
                                 keep_checkpoint=True)
     run.meta["worker"] = {"engine": "ray", "host": socket.gethostname(),
@@ -97,20 +98,83 @@ def train_task(config: RunConfig, experiment: str, device: str, threads: int,
             "node": ray.get_runtime_context().get_node_id()}
 
 
-@contextmanager
-def _flock(path):
-    """An exclusive POSIX lock on `path` for the block (none without fcntl)."""
+# Stops what a killed driver started. A local Ray cluster's processes (GCS, raylet,
+# workers, agents) are children of the driver; SIGKILL of the driver leaves them
+# running until they notice (a minute or more). This watcher, in a session of its own,
+# notes the driver's descendants started after it, and when the driver is gone sends
+# them SIGTERM, then SIGKILL. run_ray stops it when it returns.
+_REAPER = r"""
+import os, signal, sys, time
+driver, me = int(sys.argv[1]), os.getpid()
+
+def stat(pid):
     try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except OSError:
+        return None
+    rest = s[s.rindex(")") + 2:].split()
+    return rest[0], int(rest[1]), int(rest[19])  # state, parent, start time
+
+born = stat(me)[2]
+seen = {}
+while True:
+    st = stat(driver)
+    if st is None or st[0] in "ZX":
+        break
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit() and int(d) != me:
+            x = stat(int(d))
+            if x is not None:
+                kids.setdefault(x[1], []).append((int(d), x[2]))
+    todo = [driver]
+    while todo:
+        for pid, start in kids.get(todo.pop(), []):
+            if start >= born:
+                seen[pid] = start
+            todo.append(pid)
+    time.sleep(0.5)
+for sig in (signal.SIGTERM, signal.SIGKILL):
+    left = [p for p, start in seen.items() if (stat(p) or (0, 0, -1))[2] == start
+            and stat(p)[0] not in "ZX"]
+    for pid in left:
         try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            os.kill(pid, sig)
+        except OSError:
+            pass
+    if not left:
+        break
+    time.sleep(3)
+"""
+
+
+def start_reaper():
+    """Start the watcher that stops this process's new descendants (a local Ray
+    cluster) if this process dies without cleaning up (SIGKILL). Linux only (reads
+    /proc); None elsewhere. Stop it with `.terminate()` once Ray is shut down."""
+    import subprocess
+
+    if not Path("/proc/self/stat").exists():
+        return None
+    return subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid())],
+                            start_new_session=True, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_local_cluster(num_cpus=None, **kw):
+    """`ray.init(address="local")` (a new cluster even when another one runs on this
+    machine) with a reaper (`start_reaper`) watching it; returns the reaper."""
+    import ray
+
+    reaper = start_reaper()
+    try:
+        ray.init(address="local", num_cpus=num_cpus, **kw)
+    except BaseException:
+        if reaper is not None:
+            reaper.terminate()
+        raise
+    return reaper
 
 
 def drop_checkpoint(path: str) -> None:
@@ -146,12 +210,13 @@ def _sigterm_as_interrupt():
 
 def _check_writable(experiments) -> None:
     """Stop before Ray starts when a results folder cannot be written."""
-    from . import paths, trainer
+    from . import files, paths
 
     for exp in sorted(set(experiments)):
         try:
-            trainer.ensure_writable(paths.results_dir() / exp, "results folder",
-                                    "Set ANTICIP_RESULTS to a writable folder.")
+            files.ensure_writable(paths.results_dir() / exp, "results folder",
+                                  "Set ANTICIP_RESULTS to a writable folder with room.",
+                                  need_bytes=2**20)
         except OSError as err:
             raise SystemExit(str(err)) from None
 
@@ -191,6 +256,7 @@ def run_ray(items, *, address=None, workers=None, threads=1, device="cpu",
     failed, t0 = [], time.time()
     pending = {}  # ObjectRef -> (experiment, config, start time)
     drops = []
+    reaper = None
     restore_term = lambda: None  # noqa: E731
     try:
         common = dict(include_dashboard=False, logging_level=logging.ERROR,
@@ -210,9 +276,8 @@ def run_ray(items, *, address=None, workers=None, threads=1, device="cpu",
                 ) from None
         else:
             where = "a local Ray cluster"
-            # "local": a new cluster even when another one runs on this machine
-            ray.init(address="local",
-                     num_cpus=None if workers is None else workers * threads, **common)
+            reaper = start_local_cluster(
+                num_cpus=None if workers is None else workers * threads, **common)
         restore_term = _sigterm_as_interrupt()
         # a cluster started here shares this machine's cache; others use their own
         cache = str(paths.cache_dir()) if own and not address else None
@@ -312,5 +377,7 @@ def run_ray(items, *, address=None, workers=None, threads=1, device="cpu",
     finally:
         if own:
             ray.shutdown()
+        if reaper is not None:
+            reaper.terminate()
         restore_term()
     return failed

@@ -5,219 +5,67 @@ after each episode the loss on all T documents is evaluated into `eval_loss[k]`,
 row 0 before any training. Training losses are recorded before each update. The loss is
 pluggable (`loss_fn`), so the same loop serves token documents (`lm_loss`), pixel-token
 images and labelled image batches.
+
+One loop trains K ≥ 1 runs. `train` is one run through the model's own forward (the
+path every committed result took); `train_many` is K runs of one architecture whose
+stacked weights go through one batched forward (`anticip_lib.batched`), each run with
+its own weights, documents and order, each returned `Run` what `train` gives for that
+run alone up to float rounding (≤ 1e-4 on eval_loss in fp32). Both share the
+schedule, the optimizer factory, the divergence rule, the recorders, the callback and
+the checkpoints (`anticip_lib.checkpoint`).
 """
 
-import functools
-import hashlib
+import copy
 import json
 import math
 import os
-import re
-import secrets
-import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import checkpoint as ckpt_mod
 from . import records
+from .checkpoint import CheckpointError  # noqa: F401 - public here as before
+from .files import ensure_writable  # noqa: F401 - public here as before
+from .losses import auto_eval_batch, evaluate, lm_loss  # noqa: F401
+from .run import Run
+
+CHECKPOINT_FORMAT = ckpt_mod.FORMAT
+_save_atomic = ckpt_mod.save  # looked up at each write (tests count the writes)
+ENGINES = ("auto", "model", "neox", "vmap")
 
 
-@dataclass
-class Run:
-    """One run: a config (or None for the low-level loop) and its recorded losses."""
-
-    config: object
-    eval_loss: np.ndarray  # (E·T+1, T); row k = after k episodes, row 0 = before training
-    train_loss: np.ndarray  # (E·T·M,), before each update
-    order: np.ndarray  # (E·T,) document of each episode
-    meta: dict = field(default_factory=dict)
-    records: dict = field(default_factory=dict)  # {recorder name: {key: (E·T+1, …)}}
-
-
-def lm_loss(model, input_ids, labels, attention_mask=None) -> torch.Tensor:
-    """Per-document mean next-token NLL, shape (n,): HF's causal-LM loss for batch 1.
-
-    Labels are shifted inside, and −100 positions (padding) do not count.
-    """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (n, C, V)
-    # next-token targets, −100 at the last position: no sliced copy of the logits
-    target = F.pad(labels[:, 1:], (0, 1), value=-100)
-    nll = F.cross_entropy(
-        logits.flatten(0, 1).float(), target.flatten(), ignore_index=-100, reduction="none"
-    ).view(target.shape)
-    n_tokens = (target != -100).sum(dim=1).clamp(min=1)
-    return nll.sum(dim=1) / n_tokens
-
-
-def auto_eval_batch(model, inputs, budget_bytes: int = 2**29) -> int:
-    """Documents per evaluation forward pass, keeping the fp32 logits under the budget."""
-    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
-    if not vocab or inputs.ndim != 2:
-        return 1
-    per_doc = 2 * inputs.shape[1] * vocab * 4  # logits + their log-softmax
-    return max(1, min(inputs.shape[0], budget_bytes // per_doc))
-
-
-@torch.inference_mode()
-def evaluate(model, inputs, labels, attention_mask=None, *, loss_fn=lm_loss, eval_batch=None):
-    """Loss on every document, shape (T,), in chunks of `eval_batch` documents."""
-    was_training = model.training
-    model.eval()
-    eval_batch = eval_batch or auto_eval_batch(model, inputs)
-    out = []
-    for i in range(0, inputs.shape[0], eval_batch):
-        mask = None if attention_mask is None else attention_mask[i : i + eval_batch]
-        out.append(loss_fn(model, inputs[i : i + eval_batch], labels[i : i + eval_batch], mask))
-    model.train(was_training)
-    return torch.cat(out).double().cpu().numpy()
-
-
-def _make_optimizer(name: str, params, lr: float):
-    if name == "sgd":  # vanilla GD: no momentum, no weight decay (paper A.1)
+def make_optimizer(name: str, params, lr: float, fused: bool = False):
+    """The optimizer of every run: vanilla GD (no momentum, no weight decay, paper A.1)
+    or Adam. fused: torch's one-pass Adam kernel where the device has it (same update
+    up to rounding; on CPU 6× faster than the default loop over ~10 kernels)."""
+    if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.0, weight_decay=0.0)
     if name in ("adam", "adam_reset"):
+        if fused:
+            try:
+                return torch.optim.Adam(params, lr=lr, fused=True)
+            except (RuntimeError, TypeError, ValueError):  # no fused kernel here
+                pass
         return torch.optim.Adam(params, lr=lr)
     raise ValueError(f"optimizer must be 'sgd', 'adam' or 'adam_reset', got {name!r}")
 
 
-def _lr_at(step: int, total: int, lr: float, schedule: str) -> float:
+def lr_at(step: int, total: int, lr: float, schedule: str) -> float:
+    """The learning rate of step `step` of `total`: constant, or cosine from lr to 0
+    over the whole run (App. B.6, min lr 0)."""
     if schedule == "constant":
         return lr
-    if schedule == "cosine":  # from lr to 0 over the whole run (App. B.6, min lr 0)
+    if schedule == "cosine":
         return 0.5 * lr * (1 + math.cos(math.pi * step / total))
     raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {schedule!r}")
 
 
-# ---- checkpoints ----------------------------------------------------------------
+_lr_at = lr_at  # the name tests and benchmarks know
 
-CHECKPOINT_FORMAT = "anticip-checkpoint-2"  # torch.save of tensors and plain values only
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be used for this run; the message says what to do."""
-
-
-def _delete_advice(path: Path) -> str:
-    return (f"Delete it to start this run from episode 0 (rm '{path}'), or pass the "
-            "checkpoint of this run.")
-
-
-def _callable_name(f) -> str:
-    if isinstance(f, functools.partial):
-        kw = sorted(f.keywords.items())
-        return f"partial({_callable_name(f.func)}, {f.args!r}, {kw!r})"
-    qual = getattr(f, "__qualname__", None) or type(f).__qualname__
-    return f"{getattr(f, '__module__', None) or type(f).__module__}.{qual}"
-
-
-def _update_tensor(h, t) -> None:
-    t = torch.as_tensor(t).detach()
-    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-    h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())  # no copy on CPU
-
-
-def _fingerprint(model, order, inputs, labels, attention_mask, settings: dict,
-                 run_key: str | None) -> str:
-    """Hash of everything that changes a run's numbers, taken before the first step.
-
-    The model's *initial* state (so its name, init, revision and seed), which parameters
-    are trained, the documents (token ids, so corpus, tokenizer, seed, C), the order,
-    the settings (M, optimizer, lr, schedule, loss function by name, recorders) and
-    `run_key` (train_run passes its config's key fields). Hashing the weights reads
-    them once (a few seconds for Pythia-1B), only for runs with a checkpoint.
-    """
-    h = hashlib.sha1()
-    h.update(CHECKPOINT_FORMAT.encode())
-    for part in (torch.as_tensor(np.asarray(order)), inputs, labels):
-        _update_tensor(h, part)
-    if attention_mask is None:
-        h.update(b"no attention mask")
-    else:
-        _update_tensor(h, attention_mask)
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        _update_tensor(h, t)
-    trained = [n for n, p in model.named_parameters() if p.requires_grad]
-    h.update(json.dumps(trained).encode())
-    h.update(json.dumps(settings, sort_keys=True).encode())
-    h.update((run_key or "").encode())
-    return h.hexdigest()
-
-
-def _save_atomic(obj, path: Path) -> None:
-    """torch.save to a temporary name unique to this process, then an atomic rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _load_checkpoint(path: Path, fingerprint: str, shapes: dict) -> dict:
-    """The checkpoint's state (CPU tensors, memory-mapped), after every check.
-
-    `weights_only=True`: the file is read by torch's restricted unpickler, which builds
-    tensors, dicts, lists and plain values only, so a file with a pickle payload is
-    refused without running it. The fingerprint is compared before any of the state is
-    used.
-    """
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # noqa: BLE001 - truncated, foreign or malicious file
-        lines = [re.sub(r"\x1b\[[0-9;]*m", "", x).strip() for x in str(err).splitlines()]
-        lines = [x for x in lines if x] or [""]
-        # torch's weights-only refusal names the object it would not build
-        found = re.search(r"Unsupported global: GLOBAL \S+", str(err))
-        why = found.group(0) if found else lines[0][:200]
-        raise CheckpointError(
-            f"checkpoint {path} cannot be read safely ({type(err).__name__}: {why}): it "
-            "is damaged (e.g. truncated), was written by another program or an older "
-            "anticip_lib, or holds objects other than tensors and plain values (code, "
-            f"numpy arrays). It was not loaded. {_delete_advice(path)}") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(
-            f"checkpoint {path} is not an anticip_lib checkpoint of format "
-            f"{CHECKPOINT_FORMAT!r} (found {found!r}). {_delete_advice(path)}")
-    if state.get("fingerprint") != fingerprint:
-        raise CheckpointError(
-            f"checkpoint {path} belongs to a different run: its model, initial weights, "
-            "documents, order or training settings differ from this call's. "
-            + _delete_advice(path))
-    problems = []
-    if not isinstance(state.get("done"), int) or not 0 <= state["done"] <= shapes["done"]:
-        problems.append("episodes done")
-    for key in ("eval_loss", "train_loss"):
-        t = state.get(key)
-        if not torch.is_tensor(t) or tuple(t.shape) != shapes[key]:
-            problems.append(key)
-    recs = state.get("records")
-    rows = shapes["done"] + 1
-    if not isinstance(recs, dict) or not all(
-        isinstance(v, dict) and all(torch.is_tensor(a) and a.ndim >= 1 and a.shape[0] == rows
-                                    for a in v.values())
-        for v in recs.values()
-    ):
-        problems.append("records")
-    for key in ("model", "optimizer", "rng"):
-        if key not in state:
-            problems.append(key)
-    if problems:
-        raise CheckpointError(f"checkpoint {path} is incomplete ({', '.join(problems)}). "
-                              + _delete_advice(path))
-    return state
-
-
-# ---- devices and folders, checked before any work --------------------------------
 
 def resolve_device(device) -> torch.device:
     """`device` as a torch.device that exists here ("auto": CUDA when available)."""
@@ -245,26 +93,8 @@ def resolve_device(device) -> torch.device:
     return dev
 
 
-def ensure_writable(folder, what: str, hint: str = "") -> Path:
-    """Create `folder` if needed and prove that a file can be written there.
-
-    Raises OSError naming the folder (and `what` it is for) before any work is done.
-    """
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise OSError(f"{what} {folder} is not writable ({type(err).__name__}: "
-                      f"{err.strerror or err}). {hint}".rstrip()) from err
-    return folder
-
-
-# ---- the loop ---------------------------------------------------------------------
-
 _clock = time.monotonic  # the checkpoint interval's clock (tests replace it)
+
 
 def _store(arrays: dict, name: str, k: int, out, n_rows: int) -> None:
     """Put recorder `name`'s output for episode k into its stacked arrays."""
@@ -286,12 +116,120 @@ def _store(arrays: dict, name: str, k: int, out, n_rows: int) -> None:
         slot[key][k] = a
 
 
-def train(
-    model,
+class _Model:
+    """One run through the model's own forward: the backend of `train` (engine "model").
+
+    The operations are exactly those every committed run was computed with."""
+
+    K, sparse, embed = 1, False, None
+
+    def __init__(self, model, inputs, labels, attention_mask, loss_fn, eval_batch):
+        self.model, self.inputs, self.labels, self.mask = model, inputs, labels, attention_mask
+        self.loss_fn, self.eval_batch = loss_fn, eval_batch
+        self.dense = [p for p in model.parameters() if p.requires_grad]
+
+    def begin_episode(self, docs) -> list:
+        d = int(docs[0])
+        self.x, self.y = self.inputs[d : d + 1], self.labels[d : d + 1]
+        self.m = None if self.mask is None else self.mask[d : d + 1]
+        self.model.train()
+        return []
+
+    def losses(self):
+        return self.loss_fn(self.model, self.x, self.y, self.m).mean()
+
+    def end_episode(self) -> None:
+        pass
+
+    def evaluate(self, weights=None) -> np.ndarray:
+        return evaluate(self.model, self.inputs, self.labels, self.mask,
+                        loss_fn=self.loss_fn, eval_batch=self.eval_batch)[None]
+
+
+def _check_many(models, inputs, labels, orders, attention_mask):
+    if not isinstance(models, (list, tuple)) or len(models) == 0:
+        raise ValueError("models must be a non-empty list of models (one per run)")
+    K = len(models)
+    names0 = [(n, tuple(p.shape), p.dtype) for n, p in models[0].named_parameters()]
+    for i, m in enumerate(models[1:], 1):
+        if type(m) is not type(models[0]):
+            raise ValueError(f"models[{i}] is a {type(m).__name__}, models[0] a "
+                             f"{type(models[0]).__name__}: one architecture per call")
+        names = [(n, tuple(p.shape), p.dtype) for n, p in m.named_parameters()]
+        if names != names0:
+            raise ValueError(f"models[{i}] has other parameters (names, shapes or "
+                             "dtypes) than models[0]: one architecture per call")
+    for name, t in (("inputs", inputs), ("labels", labels)):
+        if not torch.is_tensor(t) or t.ndim < 2 or t.shape[0] != K:
+            shape = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
+            raise ValueError(f"{name} must be a tensor (K={K}, T, …), one entry per "
+                             f"model; got {shape}")
+    if labels.shape[:2] != inputs.shape[:2]:
+        raise ValueError(f"labels has shape {tuple(labels.shape)}, inputs "
+                         f"{tuple(inputs.shape)}: both must be (K, T, …)")
+    if attention_mask is not None and (
+            not torch.is_tensor(attention_mask) or attention_mask.shape != inputs.shape):
+        shape = (tuple(attention_mask.shape) if torch.is_tensor(attention_mask)
+                 else type(attention_mask).__name__)
+        raise ValueError(f"attention_mask must have the shape of inputs "
+                         f"{tuple(inputs.shape)}; got {shape}")
+    orders = np.asarray(orders)
+    if orders.ndim != 2 or orders.shape[0] != K:
+        raise ValueError(f"orders must be (K={K}, E·T), one order per model; got shape "
+                         f"{orders.shape}")
+    if orders.shape[1] < 1 or not np.issubdtype(orders.dtype, np.integer):
+        raise ValueError("orders must hold integer document indices, at least one "
+                         "episode per run")
+    if orders.min() < 0 or orders.max() >= inputs.shape[1]:
+        raise ValueError(f"orders holds document indices outside 0..{inputs.shape[1] - 1}")
+    return np.ascontiguousarray(orders)
+
+
+def train(model, inputs, labels, order, *, engine: str = "model", **kw) -> Run:
+    """Train `model` on documents `inputs[order[k]]`, M steps each, evaluating all T.
+
+    inputs, labels: (T, …) tensors, one entry per document (token ids (T, C) for LMs).
+    order: (E·T,) document index of each episode (see `anticip_lib.orders`).
+    engine: "model" (default: the model's own forward, the path of every committed
+    result) or "neox" / "vmap" (the batched forward of `train_many`, with K = 1:
+    faster, equal up to rounding). Every other argument is `train_many`'s.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+    if engine in ("model", "auto"):
+        return _loop([model], inputs, labels, order, batched=False, engine="model", **kw)[0]
+    order = np.asarray(order, dtype=np.int64)
+    mask = kw.pop("attention_mask", None)
+    return _loop([model], inputs[None], labels[None], order[None], batched=True,
+                 engine=engine, attention_mask=None if mask is None else mask[None],
+                 **kw)[0]
+
+
+def train_many(models, inputs, labels, orders, *, engine: str = "auto", **kw) -> list[Run]:
+    """Train K runs at once: `[Run]`, each `train`'s result for that run up to rounding.
+
+    models: K models of one architecture (each its own weights); trained in place, as
+    `train` does (their weights hold the final ones when this returns).
+    inputs, labels: (K, T, …) tensors, run k's documents in inputs[k] (token ids
+    (K, T, C) for LMs); attention_mask: (K, T, C) or None.
+    orders: (K, E·T) document index of each episode, one row per run.
+    engine: "auto" | "neox" | "vmap" (`anticip_lib.batched`; auto: neox where it applies).
+    Every other argument is as for `train` (see `_loop`).
+    """
+    if engine not in ENGINES or engine == "model":
+        raise ValueError(f"engine must be one of auto, neox, vmap; got {engine!r}")
+    orders = _check_many(models, inputs, labels, orders, kw.get("attention_mask"))
+    return _loop(list(models), inputs, labels, orders, batched=True, engine=engine, **kw)
+
+
+def _loop(
+    models,
     inputs,
     labels,
     order,
     *,
+    batched: bool,
+    engine: str,
     steps_per_doc: int,
     optimizer: str = "sgd",
     lr: float = 1e-3,
@@ -308,186 +246,366 @@ def train(
     device: str | torch.device = "cpu",  # or "auto": CUDA when available
     progress: bool = True,
     precision: str = "fp32",
-) -> Run:
-    """Train `model` on documents `inputs[order[k]]`, M steps each, evaluating all T.
+    fused_adam: bool | None = None,
+    overlap_eval: bool | None = None,
+) -> list[Run]:
+    """The one loop, for K ≥ 1 runs (`train`: one; `train_many`: K).
 
-    inputs, labels: (T, …) tensors, one entry per document (token ids (T, C) for LMs).
-    order: (E·T,) document index of each episode (see `anticip_lib.orders`).
     on_episode_end(k, model): called after episode k's evaluation (and recorders),
-    k = 0..E·T (0 = before training), in this process only: a resumed run calls it
+    k = 0..E·T (0 = before training), once per run (K runs: with that run's model,
+    its weights those after episode k), in this process only: a resumed run calls it
     again for the episodes since its last checkpoint, not for the ones before.
     record: a recorder or several (`anticip_lib.records`); their per-episode arrays are
-    stacked into `run.records[name][key]`, shape (E·T+1, …), and kept in checkpoints.
+    stacked into `run.records[name][key]`, shape (E·T+1, …), and kept in checkpoints
+    (K runs: each run its own copy of the recorders, bound to its own documents).
 
-    Divergence: training stops at the first non-finite training loss (that step is not
+    Divergence: a run stops at its first non-finite training loss (that step is not
     taken) or evaluation loss; the episode is still evaluated, and the rows of the
-    episodes after it stay NaN (`meta["diverged_at"]` = that episode). No compute is
-    spent on a diverged model.
+    episodes after it stay NaN (`meta["diverged_at"]` = that episode); its weights are
+    never trained again (K runs: its gradient is dropped and its weights are put back
+    at every episode end while the others go on; its model ends with the weights it
+    diverged with). One run: no compute is spent on a diverged model.
 
     checkpoint: a file holding the whole state (weights, optimizer, RNG, losses,
     records). It is written atomically at the end of every epoch (every T episodes),
     after a divergence, and otherwise whenever `checkpoint_every_s` seconds have passed
-    since the last write (0: after every episode). If it exists, the run resumes from
-    it and ends with the same arrays as an uninterrupted run; a file that belongs to
-    another run or cannot be read safely raises CheckpointError naming it. It is
-    deleted when the run completes, unless `keep_checkpoint` (then it is also written
+    since the last write (0: after every episode). If it exists, the runs resume from
+    it and end with the same arrays as an uninterrupted call; a file that belongs to
+    other runs or cannot be read safely raises CheckpointError naming it. It is
+    deleted when the runs complete, unless `keep_checkpoint` (then it is also written
     at the very end, so a caller can delete it once the results are safely saved, and a
     call with the complete checkpoint finishes at once).
-    run_key: text identifying the run, mixed into the checkpoint's fingerprint
+    run_key: text identifying the run(s), mixed into the checkpoint's fingerprint
     (`train_run` passes its config's key fields). The fingerprint also hashes the
-    model's initial state, its trained parameters' names, the documents, the order, the
-    settings, the loss function's name and the recorders, so a checkpoint of another
-    model, init, seed, corpus or setting is refused even without a run_key.
+    models' initial states, their trained parameters' names, the documents, the
+    orders, the settings, the loss function's name and the recorders.
     precision: "fp32", or "bf16" (forward and backward, training and evaluation, under
     bf16 autocast; weights and optimizer state stay fp32; in the fingerprint and in
     meta["precision"]).
+    fused_adam: torch's fused Adam kernel (same update up to rounding). Default: on for
+    the batched engines, off for engine "model" (whose numbers stay bit for bit those
+    of the committed runs).
+    overlap_eval: evaluate episode k's weights (a copy) in a second thread while
+    episode k+1 trains (batched "neox" engine only). Default: on a CPU with ≥ 2
+    threads, where a batch-1 step of a small model gains nothing from a second thread
+    and evaluation is a third of the work; the torch thread count is halved between
+    the two meanwhile (restored on return). Same arrays as without; a checkpoint may
+    then hold the weights of an episode whose evaluation was still running, and a
+    resume evaluates it first.
     """
     from .config import PRECISIONS
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got "
                          f"{precision!r}")
+    K = len(models)
     order = np.asarray(order, dtype=np.int64)
-    n_docs, n_episodes = inputs.shape[0], len(order)
-    if steps_per_doc < 1:
-        raise ValueError(f"steps_per_doc must be >= 1, got {steps_per_doc}")
-    if order.min() < 0 or order.max() >= n_docs:
+    orders = order.reshape(K, -1)
+    n_docs = inputs.shape[1] if batched else inputs.shape[0]
+    n_episodes = orders.shape[1]
+    if not isinstance(steps_per_doc, (int, np.integer)) or steps_per_doc < 1:
+        raise ValueError(f"steps_per_doc must be an integer >= 1, got {steps_per_doc!r}")
+    if orders.min() < 0 or orders.max() >= n_docs:
         raise ValueError(f"order holds document indices outside 0..{n_docs - 1}")
     if not (isinstance(checkpoint_every_s, (int, float)) and checkpoint_every_s >= 0):
         raise ValueError(f"checkpoint_every_s must be a number >= 0 (seconds), got "
                          f"{checkpoint_every_s!r}")
-    _lr_at(0, 1, lr, lr_schedule)  # rejects an unknown schedule before any work
+    lr_at(0, 1, lr, lr_schedule)  # rejects an unknown schedule before any work
+    if optimizer not in ("sgd", "adam", "adam_reset"):
+        raise ValueError(f"optimizer must be 'sgd', 'adam' or 'adam_reset', got "
+                         f"{optimizer!r}")
     recs = records.as_tuple(record)
     device = resolve_device(device)
     if precision == "bf16" and device.type not in ("cpu", "cuda"):
         raise ValueError(f"precision='bf16' needs a cpu or cuda device, got {device}")
+    if batched:
+        from . import batched as batched_mod
 
-    def autocast():
+        engine = batched_mod.pick_engine(models[0], loss_fn, engine)
+    fused = batched if fused_adam is None else bool(fused_adam)
+    if overlap_eval is None:
+        overlap_eval = (engine == "neox" and device.type == "cpu"
+                        and torch.get_num_threads() >= 2)
+    elif overlap_eval and engine != "neox":  # functional_call is not thread-safe
+        raise ValueError("overlap_eval=True needs the 'neox' engine; this call uses "
+                         f"'{engine}'")
+
+    def autocast():  # a fresh context each time: two threads may be inside one
         return torch.autocast(device.type, dtype=torch.bfloat16,
                               enabled=precision == "bf16")
 
+    # ---- checkpoint: fingerprint and checked load, before anything moves ----
     ckpt = Path(checkpoint) if checkpoint is not None else None
     total_steps = n_episodes * steps_per_doc
-    state = None
+    state, fp = None, None
     if ckpt is not None:
         ensure_writable(ckpt.parent, "checkpoint folder")
         settings = dict(steps_per_doc=int(steps_per_doc), optimizer=optimizer,
                         lr=repr(float(lr)), lr_schedule=lr_schedule,
-                        loss_fn=_callable_name(loss_fn), records=records.identity(recs))
+                        loss_fn=ckpt_mod.callable_name(loss_fn),
+                        records=records.identity(recs))
         if precision != "fp32":  # fp32 checkpoints keep their fingerprint
             settings["precision"] = precision
-        fp = _fingerprint(model, order, inputs, labels, attention_mask, settings, run_key)
+        if batched:
+            settings.update(engine=engine, runs=K, fused_adam=fused)
+        elif fused:
+            settings["fused_adam"] = True
+        fp = ckpt_mod.fingerprint(models, order, inputs, labels, attention_mask,
+                                  settings, run_key)
         if ckpt.exists():
-            shapes = {"done": n_episodes, "eval_loss": (n_episodes + 1, n_docs),
-                      "train_loss": (total_steps,)}
-            state = _load_checkpoint(ckpt, fp, shapes)
-    model.to(device)
+            if batched:
+                shapes = {"done": n_episodes, "eval_loss": (K, n_episodes + 1, n_docs),
+                          "train_loss": (K, total_steps), "runs": K}
+                state = ckpt_mod.load(ckpt, fp, shapes, keys=("params", "optimizer", "rng"))
+            else:
+                shapes = {"done": n_episodes, "eval_loss": (n_episodes + 1, n_docs),
+                          "train_loss": (total_steps,)}
+                state = ckpt_mod.load(ckpt, fp, shapes)
+
+    # ---- the runs' weights on the device, and their backend ----
     inputs, labels = inputs.to(device), labels.to(device)
     if attention_mask is not None:
         attention_mask = attention_mask.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = _make_optimizer(optimizer, params, lr)
-    eval_loss = np.full((n_episodes + 1, n_docs), np.nan)
-    train_loss = np.full(total_steps, np.nan)
-    rec_arrays: dict = {}
-    done, diverged_at, wall_before = 0, None, 0.0  # episodes completed
+    if batched:
+        backend = batched_mod.Stacked(models, inputs, labels, attention_mask,
+                                      loss_fn=loss_fn, engine=engine, optimizer=optimizer,
+                                      device=device, eval_batch=eval_batch,
+                                      autocast=autocast)
+    else:
+        models[0].to(device)
+        backend = _Model(models[0], inputs, labels, attention_mask, loss_fn, eval_batch)
+    opt = make_optimizer(optimizer, backend.dense, lr, fused) if backend.dense else None
+    eval_loss = np.full((K, n_episodes + 1, n_docs), np.nan)
+    train_loss = np.full((K, total_steps), np.nan)
+    rec_arrays = [{} for _ in range(K)]
+    done, evaluated, wall_before = 0, -1, 0.0  # episodes trained; last row filed
+    diverged_at: list = [None] * K
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        for s in opt.state.values():  # own copies, not views of the mapped file
-            for key, v in s.items():
-                if torch.is_tensor(v):
-                    s[key] = v.clone()
+        if batched:
+            with torch.no_grad():
+                for n, p in backend.params.items():
+                    p.copy_(state["params"][n])
+            eval_loss[:] = state["eval_loss"].numpy()
+            train_loss[:] = state["train_loss"].numpy()
+            diverged_at = list(state.get("diverged_at") or diverged_at)
+            recs_state = state["records"]
+        else:
+            models[0].load_state_dict(state["model"])
+            eval_loss[0] = state["eval_loss"].numpy()
+            train_loss[0] = state["train_loss"].numpy()
+            diverged_at = [state.get("diverged_at")]
+            recs_state = [state["records"]]
+        if opt is not None and state.get("optimizer") is not None:
+            opt.load_state_dict(state["optimizer"])
+            for s in opt.state.values():  # own copies, not views of the mapped file
+                for key, v in s.items():
+                    if torch.is_tensor(v):
+                        s[key] = v.clone()
         torch.set_rng_state(state["rng"])
-        eval_loss = state["eval_loss"].numpy().copy()
-        train_loss = state["train_loss"].numpy().copy()
-        rec_arrays = {n: {k: a.numpy().copy() for k, a in v.items()}
-                      for n, v in state["records"].items()}
+        rec_arrays = [{n: {k: a.numpy().copy() for k, a in v.items()}
+                       for n, v in rs.items()} for rs in recs_state]
         done = state["done"]
-        diverged_at = state.get("diverged_at")
+        evaluated = int(state.get("evaluated", done))
         wall_before = float(state.get("wall_s", 0.0))
         del state
-    for r in recs:
-        if hasattr(r, "bind"):
-            r.bind(inputs, labels, attention_mask, loss_fn)
-    eval_kw = dict(loss_fn=loss_fn, eval_batch=eval_batch)
+    run_recs = [recs] + [copy.deepcopy(recs) for _ in range(K - 1)]
+    for r in range(K):
+        for rec in run_recs[r]:
+            if hasattr(rec, "bind"):
+                m = None if attention_mask is None else attention_mask[r if batched else slice(None)]
+                rec.bind(inputs[r] if batched else inputs, labels[r] if batched else labels,
+                         m, loss_fn)
+    # a diverged run's weights, put back at every episode end (K runs)
+    frozen = {r: backend.weights_of(r) for r in range(K)
+              if batched and diverged_at[r] is not None}
+    per_episode = bool(recs) or on_episode_end is not None  # they read the models
+
+    def alive():
+        return any(d is None for d in diverged_at)
     t0 = time.perf_counter()
 
-    def after_episode(k):
-        for r in recs:
-            _store(rec_arrays, r.name, k, r(k, model), n_episodes + 1)
-        if on_episode_end is not None:
-            on_episode_end(k, model)
+    # ---- evaluation, in this thread or beside the training ----
+    threads, pool = torch.get_num_threads(), None
+    if overlap_eval:
+        from concurrent.futures import ThreadPoolExecutor
+
+        backend.net.rope(inputs.shape[-1], device)  # filled once, not by two threads
+        torch.set_num_threads(max(1, threads // 2))
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="train-eval")
+
+    def submit(k):
+        """Start evaluating the weights after episode k (row k of eval_loss)."""
+        if batched and per_episode:  # models[r] hold the weights after episode k
+            backend.to_models(models)
+        if pool is None:
+            with autocast():
+                return k, backend.evaluate(), None
+        weights = backend.copy_weights()
+        return k, pool.submit(backend.evaluate, weights), weights
+
+    def finish(job):
+        """Wait for a submitted evaluation, file its row, run recorders and the
+        callback, apply the divergence rule; returns its episode."""
+        k, row, weights = job
+        row = row if pool is None else row.result()
+        for r in range(K):
+            if diverged_at[r] is not None and diverged_at[r] < k:
+                continue  # rows after a divergence stay NaN
+            eval_loss[r, k] = row[r]
+            for rec in run_recs[r]:
+                _store(rec_arrays[r], rec.name, k, rec(k, models[r]), n_episodes + 1)
+            if on_episode_end is not None:
+                on_episode_end(k, models[r])
+            if diverged_at[r] is None and not np.isfinite(row[r]).all():
+                diverged_at[r] = k
+                if batched:  # its weights after episode k (with overlap: the copy)
+                    frozen[r] = backend.weights_of(r, weights)
+                    backend.set_weights(r, frozen[r])
+                    if k < done_now[0]:  # episode k+1 already trained: undone
+                        train_loss[r, k * steps_per_doc:(k + 1) * steps_per_doc] = np.nan
+        return k
 
     def write_checkpoint(k):
-        _save_atomic({
-            "format": CHECKPOINT_FORMAT,
-            "fingerprint": fp,
-            "done": k,
-            "diverged_at": diverged_at,
-            "wall_s": wall_before + time.perf_counter() - t0,
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "rng": torch.get_rng_state(),
-            "eval_loss": torch.from_numpy(eval_loss),
-            "train_loss": torch.from_numpy(train_loss),
-            "records": {n: {key: torch.from_numpy(a) for key, a in v.items()}
-                        for n, v in rec_arrays.items()},
-        }, ckpt)
+        common = {"format": CHECKPOINT_FORMAT, "fingerprint": fp, "done": k,
+                  "wall_s": wall_before + time.perf_counter() - t0,
+                  "optimizer": (None if opt is None or (batched and optimizer == "adam_reset")
+                                else opt.state_dict()),
+                  "rng": torch.get_rng_state()}
+        if batched:
+            state = {**common, "evaluated": evaluated, "diverged_at": diverged_at,
+                     "params": {n: p.detach() for n, p in backend.params.items()},
+                     "eval_loss": torch.from_numpy(eval_loss),
+                     "train_loss": torch.from_numpy(train_loss),
+                     "records": [{n: {key: torch.from_numpy(a) for key, a in v.items()}
+                                  for n, v in rs.items()} for rs in rec_arrays]}
+        else:
+            state = {**common, "diverged_at": diverged_at[0],
+                     "model": models[0].state_dict(),
+                     "eval_loss": torch.from_numpy(eval_loss[0]),
+                     "train_loss": torch.from_numpy(train_loss[0]),
+                     "records": {n: {key: torch.from_numpy(a) for key, a in v.items()}
+                                 for n, v in rec_arrays[0].items()}}
+        _save_atomic(state, ckpt)
 
-    if done == 0 and diverged_at is None:
-        with autocast():
-            eval_loss[0] = evaluate(model, inputs, labels, attention_mask, **eval_kw)
-        after_episode(0)
-        if not np.isfinite(eval_loss[0]).all():
-            diverged_at = 0
-    last_write = _clock()
-    bar = tqdm(total=n_episodes, initial=done, desc="episodes", disable=not progress)
-    k = done
-    while diverged_at is None and k < n_episodes:
-        k += 1  # episode k trains order[k-1]
-        d = order[k - 1]
-        x, y = inputs[d : d + 1], labels[d : d + 1]
-        m = None if attention_mask is None else attention_mask[d : d + 1]
+    def train_episode(k):
+        """Episode k: M steps on each live run's document orders[:, k-1]."""
+        nonlocal opt
+        extra = backend.begin_episode(orders[:, k - 1])
         if optimizer == "adam_reset":  # "reset the optimizer state for each document"
-            opt = _make_optimizer("adam", params, lr)
-        model.train()
+            opt = make_optimizer("adam", backend.dense, lr, fused)
+        sub_opt = (make_optimizer("adam" if optimizer == "adam_reset" else "sgd", extra,
+                                  lr, fused) if extra else None)
         for j in range(steps_per_doc):
             step = (k - 1) * steps_per_doc + j
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(step, total_steps, lr, lr_schedule)
+            lr_now = lr_at(step, total_steps, lr, lr_schedule)
+            for o in (opt, sub_opt):
+                if o is not None:
+                    for group in o.param_groups:
+                        group["lr"] = lr_now
             with autocast():
-                loss = loss_fn(model, x, y, m).mean()
-            train_loss[step] = loss.item()
-            if not math.isfinite(train_loss[step]):
-                diverged_at = k  # no step with a non-finite loss; evaluate and stop
+                loss = backend.losses()
+            if not batched:
+                train_loss[0, step] = loss.item()
+                if not math.isfinite(train_loss[0, step]):
+                    diverged_at[0] = k  # no step with a non-finite loss; evaluate, stop
+                    break
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                continue
+            vals = loss.detach().double().cpu().numpy()
+            for r in range(K):
+                if diverged_at[r] is None:
+                    train_loss[r, step] = vals[r]
+                    if not math.isfinite(vals[r]):  # this step is not taken for it
+                        diverged_at[r] = k
+                        frozen[r] = backend.current_weights(r)
+            live = [diverged_at[r] is None for r in range(K)]
+            if not any(live):
                 break
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        with autocast():
-            eval_loss[k] = evaluate(model, inputs, labels, attention_mask, **eval_kw)
-        if not np.isfinite(eval_loss[k]).all():
-            diverged_at = k
-        after_episode(k)
-        last = diverged_at is not None or k == n_episodes
-        due = (k % n_docs == 0 or diverged_at is not None
-               or _clock() - last_write >= checkpoint_every_s)
-        if ckpt is not None and due and (keep_checkpoint or not last):
-            write_checkpoint(k)
-            last_write = _clock()
-        bar.update(1)
-        bar.set_postfix(doc=int(d), loss=f"{eval_loss[k, d]:.3f}")
-    if ckpt is not None and keep_checkpoint and k == done and done == 0:
-        write_checkpoint(0)  # diverged before the first step (or no episodes)
+            for o in (opt, sub_opt):
+                if o is not None:
+                    o.zero_grad(set_to_none=True)
+            if all(live):  # run k's gradient is its own loss's gradient
+                loss.sum().backward()
+            else:
+                keep = torch.tensor(live, device=loss.device)
+                torch.where(keep, loss, torch.zeros_like(loss)).sum().backward()
+                for r in range(K):
+                    if not live[r]:
+                        backend.zero_grads(r)
+            for o in (opt, sub_opt):
+                if o is not None:
+                    o.step()
+        backend.end_episode()
+        for r, w in frozen.items():  # a diverged run keeps the weights it had
+            backend.set_weights(r, w)
+
+    done_now = [done]  # the last episode trained (finish reads it)
+    bar = tqdm(total=n_episodes, initial=done, disable=not progress,
+               desc="episodes" if not batched else f"{K} runs in lockstep")
+    k, job = done, None
+    try:
+        if evaluated < done and alive():  # row `done` (0 at the start) is pending
+            job = submit(done)
+            if pool is None:
+                evaluated, job = finish(job), None
+        last_write = _clock()
+        while alive() and k < n_episodes:
+            k += 1  # episode k trains orders[:, k-1]
+            train_episode(k)
+            done_now[0] = k
+            if job is not None:  # episode k-1's evaluation ran while k trained
+                evaluated, job = finish(job), None
+                if not alive():
+                    break
+            job = submit(k)
+            if pool is None:
+                evaluated, job = finish(job), None
+            last = not alive() or k == n_episodes
+            due = (last or k % n_docs == 0 or any(d == k for d in diverged_at)
+                   or _clock() - last_write >= checkpoint_every_s)
+            if ckpt is not None and due and (keep_checkpoint or not last) and not (
+                    pool is not None and last):  # with row k pending: evaluated first
+                write_checkpoint(k)
+                last_write = _clock()
+            bar.update(1)
+            if not batched:
+                d = orders[0, k - 1]
+                bar.set_postfix(doc=int(d), loss=f"{eval_loss[0, k, d]:.3f}")
+        if job is not None:
+            evaluated, job = finish(job), None
+            if ckpt is not None and keep_checkpoint:
+                write_checkpoint(k)
+        if ckpt is not None and keep_checkpoint and k == done == 0:
+            write_checkpoint(0)  # diverged before the first step (or no episodes)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+            torch.set_num_threads(threads)
     bar.close()
+    wall = time.perf_counter() - t0
     if ckpt is not None and not keep_checkpoint:
         ckpt.unlink(missing_ok=True)
-    meta = {"wall_s": wall_before + time.perf_counter() - t0, "resumed_at": done,
-            "device": str(device), "precision": precision}
-    if diverged_at is not None:
-        meta["diverged_at"] = int(diverged_at)
-    return Run(None, eval_loss, train_loss, order, meta, records=rec_arrays)
+    if batched:
+        backend.to_models(models)  # the models hold their final weights, as after train
+    runs = []
+    for r in range(K):
+        if batched:
+            meta = {"wall_s": (wall_before + wall) / K, "lockstep_wall_s": wall_before + wall,
+                    "lockstep": K, "lockstep_engine": engine, "precision": precision,
+                    "resumed_at": done, "overlap_eval": bool(overlap_eval),
+                    "fused_adam": fused, "device": str(device)}
+        else:
+            meta = {"wall_s": wall_before + wall, "resumed_at": done,
+                    "device": str(device), "precision": precision}
+            if fused:
+                meta["fused_adam"] = True
+        if diverged_at[r] is not None:
+            meta["diverged_at"] = int(diverged_at[r])
+        runs.append(Run(None, eval_loss[r], train_loss[r], orders[r], meta,
+                        records=rec_arrays[r]))
+    return runs
 
 
 def check_run(config, device="cpu") -> torch.device:
@@ -566,10 +684,3 @@ def train_run(config, device="cpu", *, checkpoint=None, progress=True, on_episod
         n_params=sum(p.numel() for p in model.parameters()),
     )
     return run
-
-
-def train_many(*args, **kwargs):
-    """K runs of one shape trained in lockstep; see `anticip_lib.lockstep.train_many`."""
-    from .lockstep import train_many as lockstep_train_many
-
-    return lockstep_train_many(*args, **kwargs)

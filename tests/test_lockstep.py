@@ -2,14 +2,12 @@
 run: SGD, Adam, Adam-reset; per-run documents, padding and shuffled orders; both
 engines; resume after a kill; argument checks; the sweep's --lockstep K."""
 
-import pickle
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from anticip_lib import lockstep, models, orders, trainer
+from anticip_lib import batched, lockstep, models, orders, trainer
 
 K, T, C, M, E = 3, 4, 24, 3, 2
 # Adam-reset's first step of every episode moves each weight by ~lr whatever the size
@@ -107,13 +105,13 @@ def test_overlapped_evaluation_reads_its_episodes_weights(docs, alone, monkeypat
     so that training moves on meanwhile, it gives the same rows as `train`."""
     import time
 
-    slow = lockstep._Neox.eval_nll
+    slow = batched._Neox.eval_nll
 
     def eval_nll(self, *args, **kwargs):
         time.sleep(0.05)  # a few training steps of the next episode happen meanwhile
         return slow(self, *args, **kwargs)
 
-    monkeypatch.setattr(lockstep._Neox, "eval_nll", eval_nll)
+    monkeypatch.setattr(batched._Neox, "eval_nll", eval_nll)
     runs, _ = _lockstep(docs, "sgd", overlap_eval=True)
     for run, (ref, _) in zip(runs, alone["sgd"]):
         np.testing.assert_allclose(run.eval_loss, ref.eval_loss, rtol=0, atol=TOL)
@@ -153,8 +151,8 @@ def test_blocked_evaluation_equals_lm_loss(docs):
     ms = [tiny_gpt(r) for r in range(K)]
     params = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in ms])
               for n, _ in ms[0].named_parameters()}
-    net = lockstep._Neox(ms[0], params)
-    got = net.eval_nll(ids, labels, lockstep._mask4(mask), block_bytes=1)
+    net = batched._Neox(ms[0], params)
+    got = net.eval_nll(ids, labels, batched._mask4(mask), block_bytes=1)
     for r, m in enumerate(ms):
         with torch.no_grad():
             ref = trainer.lm_loss(m.eval(), ids[r], labels[r], mask[r])
@@ -206,15 +204,16 @@ def test_kill_and_resume_gives_same_result(docs, tmp_path, optimizer, overlap):
     full, _ = _lockstep(docs, optimizer, overlap_eval=overlap)
     ckpt = tmp_path / "group.pt"
 
-    def kill_at_5(k, row):  # called once row k of eval_loss is filled
+    def kill_at_5(k, model):  # called once row k of eval_loss is filled
         if k == 5:
             raise _Killed
 
-    with pytest.raises(_Killed):
+    with pytest.raises(_Killed):  # a checkpoint after every episode
         _lockstep(docs, optimizer, checkpoint=ckpt, on_episode_end=kill_at_5,
-                  overlap_eval=overlap)
+                  overlap_eval=overlap, checkpoint_every_s=0)
     assert ckpt.exists()
-    resumed, _ = _lockstep(docs, optimizer, checkpoint=ckpt, overlap_eval=overlap)
+    resumed, _ = _lockstep(docs, optimizer, checkpoint=ckpt, overlap_eval=overlap,
+                           checkpoint_every_s=0)
     for a, b in zip(resumed, full):
         # with overlap, row 5 is evaluated while episode 6 trains: the kill comes
         # after episode 5's checkpoint (weights after 5, row 5 not yet filled), and
@@ -227,39 +226,39 @@ def test_kill_and_resume_gives_same_result(docs, tmp_path, optimizer, overlap):
 
 
 def test_checkpoint_every_seconds(docs, tmp_path):
-    """checkpoint_every: no write until that long has passed (here: never before the
-    kill), so the next call starts from episode 0; the last episode is always saved."""
+    """checkpoint_every_s: no write until that long has passed or an epoch ends (here:
+    never before the kill in epoch 1), so the next call starts from episode 0."""
     ckpt = tmp_path / "group.pt"
     seen = []
 
-    def kill_at_5(k, row):
+    def kill_at_3(k, model):
         seen.append(ckpt.exists())
-        if k == 5:
+        if k == 3:
             raise _Killed
 
     with pytest.raises(_Killed):
-        _lockstep(docs, "sgd", checkpoint=ckpt, on_episode_end=kill_at_5,
-                  checkpoint_every=1e9)
+        _lockstep(docs, "sgd", checkpoint=ckpt, on_episode_end=kill_at_3,
+                  checkpoint_every_s=1e9, overlap_eval=False)
     assert not any(seen) and not ckpt.exists()
-    runs, _ = _lockstep(docs, "sgd", checkpoint=ckpt, checkpoint_every=1e9)
+    runs, _ = _lockstep(docs, "sgd", checkpoint=ckpt, checkpoint_every_s=1e9)
     assert runs[0].meta["resumed_at"] == 0 and not ckpt.exists()
 
 
 def test_checkpoint_of_other_runs_is_refused(docs, tmp_path):
     ckpt = tmp_path / "group.pt"
 
-    def kill(k, row):
+    def kill(k, model):
         if k == 2:
             raise _Killed
 
     with pytest.raises(_Killed):
-        _lockstep(docs, "sgd", checkpoint=ckpt, on_episode_end=kill)
+        _lockstep(docs, "sgd", checkpoint=ckpt, on_episode_end=kill, checkpoint_every_s=0)
     ids, labels, mask, ords = docs
-    with pytest.raises(RuntimeError, match="other runs"):  # other orders
+    with pytest.raises(trainer.CheckpointError, match="different run"):  # other orders
         lockstep.train_many([tiny_gpt(r) for r in range(K)], ids, labels, ords[::-1],
                             steps_per_doc=M, lr=LR["sgd"], attention_mask=mask,
                             checkpoint=ckpt, progress=False)
-    with pytest.raises(RuntimeError, match="other runs"):  # other starting weights
+    with pytest.raises(trainer.CheckpointError, match="different run"):  # other weights
         lockstep.train_many([tiny_gpt(r + 1) for r in range(K)], ids, labels, ords,
                             steps_per_doc=M, lr=LR["sgd"], attention_mask=mask,
                             checkpoint=ckpt, progress=False)
@@ -280,7 +279,7 @@ class _Payload:
 def test_checkpoint_never_executes_a_pickle_payload(docs, tmp_path):
     ckpt = tmp_path / "group.pt"
     torch.save({"fingerprint": _Payload()}, ckpt)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(trainer.CheckpointError, match=f"checkpoint {ckpt} cannot be read"):
         _lockstep(docs, "sgd", checkpoint=ckpt)
     assert not _Payload.ran
 
@@ -390,8 +389,7 @@ def test_group_leaves_out_a_run_another_process_is_computing(tmp_path, monkeypat
     monkeypatch.setenv("ANTICIP_RESULTS", str(tmp_path / "results"))
     monkeypatch.setenv("ANTICIP_CACHE", str(tmp_path / "cache"))
     exp, cfgs = _smoke_configs()
-    lock = tmp_path / "cache" / "checkpoints" / exp / f"{results.run_stem(cfgs[1])}.lock"
-    lock.parent.mkdir(parents=True)
+    lock = results.lock_path(exp, results.run_stem(cfgs[1]))  # next to the results
     with open(lock, "a+") as f:  # another open file: flock conflicts as across processes
         fcntl.flock(f, fcntl.LOCK_EX)
         done = lockstep._compute_group(exp, cfgs, progress=False)

@@ -397,10 +397,19 @@ def test_stale_temporary_checkpoints_are_removed(dirs, monkeypatch):
     assert not stale.exists() and other.exists()
 
 
-def test_temporary_names_are_unique_per_process_and_call(tmp_path):
-    a, b = results._tmp(tmp_path / "x.npz", ".npz"), results._tmp(tmp_path / "x.npz", ".npz")
-    assert a != b and str(__import__("os").getpid()) in a.name
-    assert a.name.endswith(".npz") and a.name.startswith(".x.npz.")
+def test_temporary_names_are_unique_per_process_and_call(dirs, monkeypatch):
+    """Every write of the store (language and vision runs, checkpoints) goes through
+    files.atomic_write, whose temporaries carry the pid and a random part."""
+    from anticip_lib import files
+
+    seen = []
+    real = files._tmp_name
+    monkeypatch.setattr(files, "_tmp_name", lambda *a: seen.append(real(*a)) or seen[-1])
+    results.save_run(_run(CFG), "exp")
+    results.save_run(_run(CFG), "exp")
+    assert len(seen) == 4 and len(set(seen)) == 4  # npz and json, twice
+    assert all(str(__import__("os").getpid()) in p.name for p in seen)
+    assert seen[0].name.endswith(".npz") and seen[0].name.startswith(".")
 
 
 @pytest.mark.slow  # trains tiny-gpt twice over (about 2 s)

@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 import time
 import warnings
 from pathlib import Path
@@ -11,12 +10,13 @@ import numpy as np
 import torch
 
 from .. import orders, paths, trainer
+from ..run import Run
 from .classifiers import (build_classifier, classification_loss, lite_weights_path,
                           top1)
 from .config import IGPT_HERE, LITE, VISION_RESULTS_VERSION, VisionConfig
 from .igpt import load_igpt, pretrain_record, tokenize_images
 from .images import check_images, classification_images, igpt_images
-from .provenance import provenance, sha256
+from .provenance import provenance
 
 # ---- runs and their cache -----------------------------------------------------------
 
@@ -81,55 +81,43 @@ def train_vision(cfg: VisionConfig, device="cpu", *, experiment="05_vision", pro
     return run
 
 
-def _files(cfg: VisionConfig, experiment: str) -> tuple[Path, Path]:
-    stem = paths.results_dir() / experiment / cfg.stem()
-    return stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".json")
+def _stem(cfg: VisionConfig, experiment: str) -> Path:
+    return paths.results_dir() / experiment / cfg.stem()
 
 
 def save_run(run, experiment: str) -> Path:
-    """Write the run's .npz, then its .json (whose presence marks completion)."""
-    npz, js = _files(run.config, experiment)
-    npz.parent.mkdir(parents=True, exist_ok=True)
-    tmp = npz.with_name(npz.name + ".tmp.npz")
-    np.savez_compressed(tmp, eval_loss=run.eval_loss, train_loss=run.train_loss,
-                        order=run.order)
-    os.replace(tmp, npz)
-    meta = {"config": run.config.to_dict(), "key": run.config.key_dict(),
-            "results_version": VISION_RESULTS_VERSION, "npz_sha256": sha256(npz),
-            **provenance(), **run.meta,
-            "diverged": bool(not np.isfinite(run.eval_loss).all())}
-    tmp = js.with_name(js.name + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
-    os.replace(tmp, js)
-    return npz
+    """Write the run's .npz, then its .json (whose presence marks completion), through
+    the one results store (`results.write_files`)."""
+    from ..results import write_files
+
+    stem = _stem(run.config, experiment)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    def meta():  # after the npz is written, as for language runs
+        return {"config": run.config.to_dict(), "key": run.config.key_dict(),
+                "results_version": VISION_RESULTS_VERSION, **provenance(), **run.meta,
+                "diverged": bool(not np.isfinite(run.eval_loss).all())}
+
+    return write_files(stem, dict(eval_loss=run.eval_loss, train_loss=run.train_loss,
+                                  order=run.order), meta)
 
 
 def load_run(cfg: VisionConfig, experiment: str):
     """The saved run for `cfg`, or None when missing or failing a check (with a warning)."""
-    npz, js = _files(cfg, experiment)
-    if not (npz.exists() and js.exists()):
-        return None
-    problems = []
-    try:
-        meta = json.loads(js.read_text())
+    from ..results import read_files
+
+    def check(meta):
+        problems = []
         if meta.get("results_version") != VISION_RESULTS_VERSION:
             problems.append("results version")
         if meta.get("key") != json.loads(json.dumps(cfg.key_dict())):
             problems.append("config")
-        if meta.get("npz_sha256") != sha256(npz):
-            problems.append("checksum")
-        if not problems:
-            with np.load(npz) as z:
-                arr = {k: z[k] for k in ("eval_loss", "train_loss", "order")}
-            n_ep = cfg.n_docs * cfg.n_epochs
-            if arr["eval_loss"].shape != (n_ep + 1, cfg.n_docs) or len(arr["order"]) != n_ep:
-                problems.append("shape")
-    except (OSError, ValueError, KeyError) as err:
-        problems.append(f"unreadable ({err})")
-    if problems:
-        warnings.warn(f"{npz.name}: failed checks ({', '.join(problems)}); recomputing")
+        return problems
+
+    got = read_files(_stem(cfg, experiment), check, (cfg.n_docs * cfg.n_epochs, cfg.n_docs))
+    if got is None:
         return None
-    return trainer.Run(cfg, arr["eval_loss"], arr["train_loss"], arr["order"], meta)
+    arr, meta = got
+    return Run(cfg, arr["eval_loss"], arr["train_loss"], arr["order"], meta)
 
 
 def find_run(cfg: VisionConfig, experiment: str = "05_vision"):
@@ -154,7 +142,7 @@ def run_cached(cfg: VisionConfig, experiment: str = "05_vision", device="cpu", *
     interrupted call resumes where it stopped, and the checkpoint is deleted only once
     the results load back; one process at a time computes a run (a lock file), another
     one asking for it waits and then loads it."""
-    from ..results import compute_once
+    from ..results import compute_once, result_bytes
 
     cfg.validate()
     run = load_run(cfg, experiment)
@@ -163,8 +151,10 @@ def run_cached(cfg: VisionConfig, experiment: str = "05_vision", device="cpu", *
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     check_inputs(cfg)  # before any folder is made or any weights load
+    n_ep = cfg.n_docs * cfg.n_epochs
     return compute_once(
         experiment, cfg.stem(), find=lambda: find_run(cfg, experiment),
+        need_bytes=result_bytes(n_ep, cfg.n_docs, n_ep * cfg.steps_per_doc),
         train=lambda ckpt: train_vision(cfg, device, experiment=experiment,
                                         progress=progress, checkpoint=ckpt),
         save=lambda run: save_run(run, experiment),

@@ -108,6 +108,18 @@ class Row:
     flags: str = ""  # e.g. how many per-seed values were flagged degenerate
 
 
+# The per-epoch rows below are descriptive: each is judged as a difference claim with
+# the chapter's RS margin (0.05; the online loss: 0.02 nats), no paper magnitude.
+ROW_MARGIN = {"rs": 0.05, "online": 0.02}
+
+
+def _row_verdict(interval_values, what: str = "rs") -> str:
+    from . import verdicts
+
+    claim = Claim("—", "—", what, margin=ROW_MARGIN[what])
+    return verdicts.judge(claim, interval_values).word
+
+
 def compare(cyclic, shuffled, n_docs: int) -> dict:
     """Per-seed statistics of both orders and the paired contrasts with verdicts.
 
@@ -125,21 +137,22 @@ def compare(cyclic, shuffled, n_docs: int) -> dict:
                  f"shuffled {int(s['degenerate'][n - 1].sum())}/{len(s_runs)}")
         rows.append(Row(f"RS({n})", stats.t_interval(c["rs"][n - 1]),
                         stats.t_interval(s["rs"][n - 1]), d, "cyclic − shuffled",
-                        stats.verdict(d), flags))
+                        _row_verdict(c["rs"][n - 1] - s["rs"][n - 1]), flags))
     if c["doc1"].shape[0] >= 2:
         d = stats.paired_interval(c["doc1"][1], s["doc1"][1])
         rows.append(Row("document 1, epoch 2: share of forgetting recovered",
                         stats.t_interval(c["doc1"][1]), stats.t_interval(s["doc1"][1]),
-                        d, "cyclic − shuffled", stats.verdict(d)))
-    if c["rs"].shape[0] >= 2:
-        grow_c = stats.paired_interval(c["rs"][-1], c["rs"][0])
-        grow_s = stats.paired_interval(s["rs"][-1], s["rs"][0])
-        rows.append(Row(f"growth RS({c['rs'].shape[0]}) − RS(1)", grow_c, grow_s, grow_c,
-                        "cyclic", stats.verdict(grow_c)))
+                        d, "cyclic − shuffled", _row_verdict(c["doc1"][1] - s["doc1"][1])))
+    if c["rs"].shape[0] >= 2:  # the growth of each order, and of their contrast
+        grow = (c["rs"][-1] - s["rs"][-1]) - (c["rs"][0] - s["rs"][0])
+        rows.append(Row(f"growth RS({c['rs'].shape[0]}) − RS(1)",
+                        stats.paired_interval(c["rs"][-1], c["rs"][0]),
+                        stats.paired_interval(s["rs"][-1], s["rs"][0]),
+                        stats.t_interval(grow), "contrast's growth", _row_verdict(grow)))
     d = stats.paired_interval(s["online"], c["online"])
     rows.append(Row("online loss, epochs 2..E (Table 1)", stats.t_interval(c["online"]),
                     stats.t_interval(s["online"]), d, "shuffled − cyclic",
-                    stats.verdict(d)))
+                    _row_verdict(s["online"] - c["online"], "online")))
     return {"cyclic": c, "shuffled": s, "rows": rows,
             "seeds": [r.config.seed for r in c_runs]}
 
@@ -261,19 +274,36 @@ def online_contrasts(table_runs: dict, n_docs: int) -> list[dict]:
     return out
 
 
+def table1_judgements(table_runs: dict, n_docs: int) -> list:
+    """Per model: (online_contrasts row, Judgement of the Table 1 claim on its seeds),
+    the claim's paper magnitude being the paper's own row where the model is in it."""
+    from dataclasses import replace as _replace
+
+    from . import verdicts
+
+    out = []
+    for t in online_contrasts(table_runs, n_docs):
+        claim = CH1_CLAIMS["online"]
+        if t["paper"] is not None:  # the paper's gap for this very model
+            claim = _replace(claim, paper=round(t["paper"][1][0] - t["paper"][0][0], 2))
+        values = np.asarray(t["shuffled"]) - np.asarray(t["cyclic"])
+        out.append((t, verdicts.judge(claim, values)))
+    return out
+
+
 def table1(table_runs: dict, n_docs: int):
     """Table 1 as Markdown: ours per model, beside the paper's row for the SAME model
     (none for a stand-in: a stand-in is never set beside another model's numbers)."""
     from . import plots
 
     rows = []
-    for t in online_contrasts(table_runs, n_docs):
+    for t, j in table1_judgements(table_runs, n_docs):
         paper = t["paper"]
         rows.append({
-            "model": t["label"], "cyclic": _mean_sd(t["cyclic"]),
+            "model": t["model"], "cyclic": _mean_sd(t["cyclic"]),
             "shuffled": _mean_sd(t["shuffled"]),
-            "shuffled − cyclic (95 % CI)": t["contrast"].text(),
-            "verdict": stats.verdict(t["contrast"]),
+            "shuffled − cyclic (95 % CI)": j.text().rsplit(" — ", 1)[0],
+            "verdict": j.word,
             "paper, same model: cyclic / shuffled": (
                 "no paper row (stand-in model)" if paper is None else
                 f"{paper[0][0]:.2f} ± {paper[0][1]:.2f} / {paper[1][0]:.2f} ± "
@@ -290,45 +320,33 @@ def _mean_sd(values) -> str:
     return f"{m:.2f}" + (f" ± {sd:.2f}" if len(v) > 1 else "") + f" (n = {len(v)})"
 
 
-def verdict_box(result: dict, label: str, preset: str, table_runs: dict,
-                n_docs: int):
-    """The chapter's "What we see vs. the paper" box, generated from the runs shown."""
+def verdict_box(judgements: dict, result: dict, label: str, preset: str,
+                table_runs: dict, n_docs: int, note: str = ""):
+    """The chapter's "What we see vs. the paper" box, generated from the runs shown:
+    one row per claim of `CH1_CLAIMS` (its estimand, the measured interval and p, the
+    paper's magnitude and the ratio, the verdict), Table 1 per model."""
     from IPython.display import Markdown
 
-    rows = {r.statistic: r for r in result["rows"]}
-    rs_last = [r for r in result["rows"] if r.statistic.startswith("RS(")][-1]
-    doc1 = rows.get("document 1, epoch 2: share of forgetting recovered")
-    grow = next((r for r in result["rows"] if r.statistic.startswith("growth")), None)
     lines = ["```{admonition} What we see vs. the paper",
              ":class: note",
              f"Preset `{preset}`; model: {label}; {len(result['seeds'])} seeds per "
-             "order; 95 % t intervals over seeds, paired by seed.",
+             "order, paired by seed; 95 % t intervals, two-sided p." + (
+                 f" {note}" if note else ""),
              "",
-             "| claim | paper | here | verdict |", "|---|---|---|---|"]
-    if doc1 is not None:
-        lines.append(
-            "| The loss on document 1 falls before its revisit, more than under shuffling "
-            "| more than 50 % of x_1's forgetting recovered in epoch 2 (Pythia-1B, T = 100) "
-            f"| cyclic {doc1.cyclic.text()}; shuffled {doc1.shuffled.text()}; difference "
-            f"{doc1.contrast.text()} | {doc1.verdict} |")
-    lines.append(
-        f"| All documents: recovery beyond the shuffled floor, {rs_last.statistic} | "
-        "shuffled order: no recovery; RS values figure-only | "
-        f"cyclic {rs_last.cyclic.text()}; shuffled {rs_last.shuffled.text()}; "
-        f"difference {rs_last.contrast.text()} | {rs_last.verdict} |")
-    if grow is not None:
-        lines.append(f"| Recovery grows over epochs (cyclic) | figure-only | "
-                     f"{grow.statistic}: {grow.contrast.text()} | {grow.verdict} |")
-    for t in online_contrasts(table_runs, n_docs):
-        paper, d = t["paper"], t["contrast"]
-        ptext = (f"{t['model']}: {paper[0][0]:.2f} vs {paper[1][0]:.2f}" if paper else
-                 "no row for this model (the paper's Table 1 has Pythia 410M–2.8B)")
-        lines.append(f"| Cyclic order gives the lower online loss (Table 1), "
-                     f"{t['label']} | {ptext} | shuffled − cyclic "
-                     f"{d.text()} | {stats.verdict(d)} |")
-    lines += ["", "Verdicts: *reproduced* when the interval of the contrast excludes zero on "
-              "the paper's side with at least 5 seeds; *not reproduced* when it holds zero; "
-              "*opposite* when it excludes zero on the other side; *inconclusive* with "
-              "fewer than 5 seeds. See {doc}`../book/scorecard` and "
-              "{doc}`../book/deviations`.", "```"]
+             "| claim (estimand) | paper | here | verdict |", "|---|---|---|---|"]
+    for key, j in judgements.items():
+        if key == "online":
+            continue  # per model below
+        c = j.claim
+        paper = "figure only" if c.paper is None else j.magnitude()
+        lines.append(f"| {c.item}: {c.statement} ({c.estimand}) | {paper} | "
+                     f"{j.text().rsplit(' — ', 1)[0]} | **{j.word}** |")
+    for t, j in table1_judgements(table_runs, n_docs):
+        where = ("the paper's row for this model" if t["paper"] else
+                 "paper: Pythia-1B, T = 100, C = 512")
+        lines.append(f"| Table 1: {j.claim.statement}, {t['model']} | {j.magnitude()} "
+                     f"({where}) | {j.text().rsplit(' — ', 1)[0]} | **{j.word}** |")
+    lines += ["", "Verdict words as defined on {doc}`../book/scorecard` (one rule for the "
+              "whole book, `anticip_lib.verdicts`); margins fixed with the claims before "
+              "the runs. See also {doc}`../book/deviations`.", "```"]
     return Markdown("\n".join(lines))

@@ -197,10 +197,12 @@ def _check_jsonl(path: Path) -> None:
             raise ValueError(f"corpus file {path}, line {n}: a JSON {type(rec).__name__}, "
                              "not an object with a 'text' (or 'article') string")
         field = "article" if "article" in rec else "text"
-        if not isinstance(rec.get(field), str):
-            got = "missing" if field not in rec else f"a {type(rec[field]).__name__}"
-            raise ValueError(f"corpus file {path}, line {n}: {field!r} is {got}, not a "
-                             "string")
+        if field not in rec:
+            raise ValueError(f"corpus file {path}, line {n}: no 'article' or 'text' "
+                             f"field (found {sorted(rec)[:5]})")
+        if not isinstance(rec[field], str):
+            raise ValueError(f"corpus file {path}, line {n}: {field!r} is a "
+                             f"{type(rec[field]).__name__}, not a string")
 
 
 def _folder(path: Path) -> list[tuple[str, str]]:

@@ -82,11 +82,15 @@ def run_minutes(runs) -> dict:
     The wall time of a run on a machine shared with other work overstates what it costs
     on an idle core by the load of the moment; the least-loaded run of a model is the
     best estimate of its cost (runs of one model and shape do the same work whatever
-    the optimizer or learning rate)."""
+    the optimizer or learning rate). Runs that diverged stopped early and are left
+    out."""
     out: dict = {}
-    for r in runs:
+    finished = [r for r in runs if not r.meta.get("diverged")]  # a diverged run stops
+    for r in finished or runs:                                    # early: not its cost
         m = r.meta.get("wall_s", np.nan) / 60
         out[r.config.model] = min(out.get(r.config.model, np.inf), m)
+    for r in runs:  # a model all of whose runs diverged: their least wall time
+        out.setdefault(r.config.model, r.meta.get("wall_s", np.nan) / 60)
     return out
 
 

@@ -153,3 +153,6 @@ def test_run_cost_is_the_least_loaded_run_of_its_model():
     assert protocol.spent_minutes(runs) == pytest.approx(1.0 + 1.0 + 2.0)
     v = {(x.model, x.lr): x for x in protocol.judge(runs, **RULES)}
     assert v[("tiny-gpt", 3e-3)].minutes_per_run == 1.0  # not its own 5 minutes
+    early = run(wall_s=6.0, lr=1e-2, seed=2)
+    early.meta["diverged"] = True  # stopped after a few episodes: not a run's cost
+    assert protocol.run_minutes(runs + [early])["tiny-gpt"] == 1.0

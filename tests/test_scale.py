@@ -129,8 +129,9 @@ def test_cpu_axes_hold_what_the_book_says():
     # Fig. 2(a): the family under chapter 1's protocol, each member at its own lr, on
     # chapter 1's fresh seeds; the member chapter 1 runs is its main runs
     fam = axes["pretrained"]
+    assert set(presets.CH2_FAMILY_LR) == set(presets.CH1_FAMILY)
     assert [p.config.model for p in fam] == [m for m in presets.CH1_FAMILY
-                                             if m in presets.CH2_FAMILY_LR]
+                                             if presets.CH2_FAMILY_LR[m]]
     base = presets.CH1_CPU_BASE
     for p in fam:
         diff = {k for k, v in p.config.to_dict().items() if v != getattr(base, k)}

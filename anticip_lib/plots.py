@@ -133,14 +133,14 @@ def compact_models(text: str) -> tuple[str, dict]:
 
 
 def show(fig, text: str) -> None:
-    """Display `fig` with `text` as its caption (an HTML figure, as Sphinx draws a
-    captioned figure) and close it. For cells that show several figures."""
+    """Display `fig` and, right below it, `text` as its caption (styled as Sphinx
+    styles a figure caption: book/css/overrides.css), then close the figure. For
+    cells that show several figures. The image is a plain PNG output (through `png`,
+    with its text-size record), so no image data sits in the page's text."""
     from IPython.display import HTML, display
 
-    alt = html.escape(text.split(". ")[0], quote=True)
-    display(HTML(f'<figure class="anticip-figure"><img src="data:image/png;base64,'
-                 f'{png(fig)}" alt="{alt}"/><figcaption>{html.escape(text)}'
-                 f"</figcaption></figure>"))
+    display(fig)
+    display(HTML(f'<p class="anticip-caption">{html.escape(text)}</p>'))
     plt.close(fig)
 
 

@@ -70,7 +70,12 @@ def row(st: dict, epoch: int) -> dict:
             "fit · final loss", "unstable / degenerate")
     if not st.get("n"):
         return dict(zip(keys, (st["label"], "none computed yet", "—", "—", "—", "—")))
-    mean = lambda v: f"{metrics.mean_sd(v)[0]:.2f}"  # noqa: E731
+    def mean(v) -> str:  # over the finite values; non-finite ones counted, not hidden
+        iv = stats.t_interval(v)
+        text = f"{iv.mean:.2f}" if iv.n else "n/a"
+        return text + (f" ({iv.n_dropped} n/a)" if iv.n and iv.n_dropped else "")
+
+
     params = st["n_params"]
     size = f" ({params / 1e6:.2f}M)" if params else ""
     return dict(zip(keys, (

@@ -136,3 +136,35 @@ def test_compact_model_labels():
     assert sorted(models.values()) == sorted([full, iso])
     assert plots.compact_model("igpt-here-1m (Image GPT); stand-in") == \
         "igpt-here-1m (Image GPT)"
+
+
+def test_show_displays_the_figure_then_its_caption(monkeypatch):
+    import IPython.display
+    import matplotlib.pyplot as plt
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
+    fig, ax = plots.axes(None)
+    ax.plot([0, 1])
+    plots.show(fig, "Fig. 5(a) at CPU scale: a <b> & c.")
+    assert shown[0] is fig and not plt.fignum_exists(fig.number)
+    assert shown[1].data == ('<p class="anticip-caption">Fig. 5(a) at CPU scale: '
+                             'a &lt;b&gt; &amp; c.</p>')
+
+
+def test_scale_row_fits_six_columns_and_never_shows_nan():
+    from anticip_lib import scale, stats
+
+    st = dict(label="M=1", n=2, n_params=1.3e5, rs_cyc=np.array([np.nan, np.nan]),
+              rs_shuf=np.array([0.1, np.nan]), contrast=stats.t_interval([0.3]),
+              verdict="inconclusive", fit=np.array([0.1, 0.2]),
+              final=np.array([3.0, 3.2]), unstable=0, degenerate=2)
+    row = scale.row(st, 4)
+    assert list(row) == ["point", "RS(4) cyclic · shuffled", "cyclic − shuffled",
+                         "verdict", "fit · final loss", "unstable / degenerate"]
+    assert row["point"] == "M=1 (0.13M)"
+    assert row["RS(4) cyclic · shuffled"] == "n/a · 0.10 (1 n/a)"
+    assert row["fit · final loss"] == "0.15 · 3.10"
+    assert "nan" not in " ".join(row.values()).lower()
+    empty = scale.row({"label": "T=40"}, 4)
+    assert list(empty) == list(row) and empty["point"] == "T=40"

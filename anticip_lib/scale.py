@@ -75,7 +75,6 @@ def row(st: dict, epoch: int) -> dict:
         text = f"{iv.mean:.2f}" if iv.n else "n/a"
         return text + (f" ({iv.n_dropped} n/a)" if iv.n and iv.n_dropped else "")
 
-
     params = st["n_params"]
     size = f" ({params / 1e6:.2f}M)" if params else ""
     return dict(zip(keys, (

@@ -127,8 +127,8 @@ def _parameters_cell(nb_path: Path) -> str:
 @pytest.mark.parametrize("nb_path", sorted((REPO / "notebooks").glob("*.ipynb")),
                          ids=lambda p: p.stem)
 def test_papermill_help_lists_every_parameter(nb_path, caplog):
-    """`papermill --help-notebook` shows every parameter with its type, default and help,
-    and parses each line: one `name: type = value  # help` per line, and no second "="
+    """`papermill --help-notebook` shows every parameter with its type, default and
+    help, and parses each line: one `name: type = value  # help` per line, and no second "="
     on a line (papermill then prints "Unable to parse line N" and drops the name; a
     comment reads "None: the preset's", not "None = ...")."""
     import ast
@@ -142,7 +142,8 @@ def test_papermill_help_lists_every_parameter(nb_path, caplog):
     names = [t.target.id for t in ast.parse(src).body if isinstance(t, ast.AnnAssign)]
     with caplog.at_level(logging.WARNING, logger="papermill"):
         params = PythonTranslator.inspect(new_code_cell(src))
-    unparsed = [r.getMessage() for r in caplog.records if "Unable to parse" in r.getMessage()]
+    unparsed = [r.getMessage() for r in caplog.records
+                if "Unable to parse" in r.getMessage()]
     assert not unparsed, f"{nb_path.name}: " + "; ".join(unparsed)
     assert [p.name for p in params] == names, nb_path.name
     for p in params:

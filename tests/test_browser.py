@@ -131,7 +131,8 @@ def test_png_text_reads_matplotlib_metadata(tmp_path):
 def _sources() -> list[Path]:
     files = [REPO / "_config.yml", REPO / "_toc.yml", REPO / "_vendor" / ".vendored"]
     for name in page_names()[:-2]:
-        files += [p for p in (REPO / f"{name}.md", REPO / f"{name}.ipynb") if p.exists()]
+        files += [p for p in (REPO / f"{name}.md", REPO / f"{name}.ipynb")
+                  if p.exists()]
     files += list((REPO / "book" / "css").glob("*"))
     return files
 
@@ -192,7 +193,8 @@ def browser():
     exe = chromium_path()
     if exe is None:
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium; "
-                    "`make test` does this where it runs as root): browser check not run")
+                    "`make test` does this where it runs as root): browser check "
+                    "not run")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -221,13 +223,15 @@ MEASURE = """() => {
   const what = el => {
     if (el.tagName === "TABLE") {
       const head = [...el.querySelectorAll("th")].map(t => t.textContent.trim());
-      return "table [" + head.slice(0, 4).join(" | ") + (head.length > 4 ? " | …" : "") + "]";
+      const more = head.length > 4 ? " | …" : "";
+      return "table [" + head.slice(0, 4).join(" | ") + more + "]";
     }
     if (el.tagName === "IMG") return "image " + el.getAttribute("src").split("/").pop();
     return el.tagName.toLowerCase() + "." + [...el.classList].slice(0, 2).join(".");
   };
   const wide = [];
-  const sel = "table, img, figure, svg, .jupyter-widgets, .widget-box, .cell_output > .output";
+  const sel = ("table, img, figure, svg, .jupyter-widgets, .widget-box, " +
+               ".cell_output > .output");
   for (const el of art.querySelectorAll(sel)) {
     const b = el.getBoundingClientRect();
     if (b.width === 0 && b.height === 0) continue;
@@ -283,12 +287,14 @@ def visit(browser, base: str, name: str, html_dir: Path, shots: Path | None = No
             problems.append(f"HTTP {resp.status}: {resp.url.replace(base, '')}")
 
     page.on("console", on_console)
-    page.on("pageerror", lambda err: problems.append(f"uncaught exception: {err}"[:300]))
+    page.on("pageerror",
+            lambda err: problems.append(f"uncaught exception: {err}"[:300]))
     page.on("response", on_response)
     try:
         resp = page.goto(f"{base}/{name}.html", wait_until="load")
         if resp is None or resp.status >= 400:
-            problems.append(f"page not served ({resp.status if resp else 'no response'})")
+            status = resp.status if resp else "no response"
+            problems.append(f"page not served ({status})")
             return problems
         _wait_ready(page)
         m = page.evaluate(MEASURE)

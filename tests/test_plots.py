@@ -74,7 +74,7 @@ def test_share_marks_rs_outside_zero_one_as_degenerate():
     clean, bad = plots.share([0.2, 1.0, 7.0, -0.1, float("nan")])
     assert np.array_equal(bad, [False, False, True, True, False])
     assert np.allclose(clean[:2], [0.2, 1.0]) and np.isnan(clean[2:]).all()
-    # RS(2) of the second seed is 7 (degenerate): the mean at epoch 2 is the first seed's
+    # RS(2) of the second seed is 7 (degenerate): the mean at epoch 2 is the first's
     fig = plots.recovery_by_epoch({"cyclic": [[0.2, 0.4], [0.4, 7.0]]})
     ax = fig.axes[0]
     assert np.allclose(ax.lines[0].get_ydata(), [0.3, 0.4])
@@ -111,14 +111,16 @@ def test_text_px_and_png_record():
     import base64
 
     data = base64.b64decode(plots.png(fig))
-    assert plots.TEXT_PX_KEY.encode() + b"\0" + f"{6 * fig.dpi / 72:.2f}".encode() in data
+    record = f"{6 * fig.dpi / 72:.2f}".encode()
+    assert plots.TEXT_PX_KEY.encode() + b"\0" + record in data
 
 
 def test_caption_form():
     assert plots.caption("Fig. 5(a) at CPU scale", "RS(n) per epoch", model="14M shape",
                          n=5) == ("Fig. 5(a) at CPU scale: RS(n) per epoch. "
                                   "Model: 14M shape. n = 5.")
-    assert plots.caption(None, "a map.", n="3 seeds").startswith("Beyond the paper: a map.")
+    text = plots.caption(None, "a map.", n="3 seeds")
+    assert text.startswith("Beyond the paper: a map.")
 
 
 def test_compact_model_labels():
@@ -129,7 +131,8 @@ def test_compact_model_labels():
     assert plots.compact_model(full) == "Pythia-14M architecture, random init, bytes"
     assert plots.compact_model(iso) == ("Pythia-14M architecture, random init "
                                         "(isotropic N(0, 0.02²)), bytes")
-    text, models = plots.compact_models(f"T = 5–40 (paper 10–200); {full}; T = 10 | {iso}")
+    text, models = plots.compact_models(
+        f"T = 5–40 (paper 10–200); {full}; T = 10 | {iso}")
     assert text == ("T = 5–40 (paper 10–200); Pythia-14M architecture, random init, "
                     "bytes; T = 10 | Pythia-14M architecture, random init (isotropic "
                     "N(0, 0.02²)), bytes")

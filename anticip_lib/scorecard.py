@@ -132,7 +132,12 @@ def chapter2_items() -> list[Item]:
                 + (f"; check, width at lr moved toward equal fit: {lr_check}"
                    if (lr_check := ch.check("width_lr")) else ""))
     return [
-        item("Fig. 2(a)", v["Fig. 2(a)"], "—"),
+        item("Fig. 2(a)", v["Fig. 2(a)"],
+             "the family pre-trained here (bytes, non-CNN news): "
+             + ", ".join(f"{m} at GD {lr:g}" if lr else f"{m} not tested (no GD rate "
+                         "passes chapter 1's rules)"
+                         for m, lr in presets.CH2_FAMILY_LR.items())
+             + f"; chapter 1's protocol otherwise ({tcme}); 5 seeds per order (10–14)"),
         item("Fig. 2(b)", v["Fig. 2(b)"], shapes),
         item("Fig. 3", fig3, shapes),
         item("Fig. 14", v["Fig. 14"], shapes),

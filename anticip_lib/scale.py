@@ -10,10 +10,11 @@ same seed trains the same documents at every point).
 
 import os
 from dataclasses import replace
+from typing import NamedTuple
 
 import numpy as np
 
-from . import compare, metrics, stats
+from . import compare, metrics, stats, verdicts
 
 
 def point_runs(point, runs: dict, seeds) -> dict:
@@ -27,6 +28,12 @@ def point_runs(point, runs: dict, seeds) -> dict:
     both = [s for s in seeds if got["cyclic"][s] is not None
             and got["shuffled"][s] is not None]
     return {**{o: [got[o][s] for s in both] for o in got}, "expected": len(seeds)}
+
+
+# A point's own verdict (the table's column): recovery at this point, cyclic − shuffled
+# RS(epoch) paired by seed, judged as a difference claim with the book's RS margin
+POINT_CLAIM = verdicts.Claim("—", "recovery at this point", "cyclic − shuffled RS(n)",
+                             margin=0.05)
 
 
 def point_stats(point, by_order: dict, epoch: int) -> dict:
@@ -50,7 +57,8 @@ def point_stats(point, by_order: dict, epoch: int) -> dict:
         seeds=[r.config.seed for r in cyc],
         rs_cyc=c["rs"][epoch - 1], rs_shuf=s["rs"][epoch - 1], contrast=contrast,
         rs_epochs=c["rs"],  # (epochs, seeds): RS(n) of the cyclic runs for every n
-        verdict=stats.verdict(contrast), fit=np.asarray(fit),
+        verdict=verdicts.judge(POINT_CLAIM, c["rs"][epoch - 1] - s["rs"][epoch - 1]).word,
+        fit=np.asarray(fit),
         final=np.asarray([float(np.mean(r.eval_loss[-1])) for r in cyc]),
         unstable=int(c["unstable"].sum() + s["unstable"].sum()),
         degenerate=int(c["degenerate"][epoch - 1].sum()),
@@ -102,63 +110,107 @@ def change(lo: dict, hi: dict, what: str = "contrast") -> stats.Interval:
     return stats.paired_interval([a[s] for s in seeds], [b[s] for s in seeds])
 
 
-def null_verdict(iv: stats.Interval, margin: float) -> str:
-    """Verdict on a claim of *no* effect ("little effect", Fig. 14): "reproduced" when
-    the whole interval lies within ±margin, "not reproduced" when it excludes zero,
-    else "inconclusive" (too wide to tell). Fewer than 5 seeds: "inconclusive"."""
-    if iv.n < stats.MIN_SEEDS or not np.isfinite(iv.lo):
-        return "inconclusive"
-    if -margin < iv.lo and iv.hi < margin:
-        return "reproduced"
-    return "not reproduced" if iv.excludes_zero() else "inconclusive"
+def change_values(lo: dict, hi: dict, what: str = "contrast") -> np.ndarray:
+    """hi − lo of a per-seed statistic, one value per seed both points have (in seed
+    order): the per-seed values `change` summarises and a trend claim is judged on."""
+    a, b = per_seed_value(hi, what), per_seed_value(lo, what)
+    seeds = sorted(set(a) & set(b))
+    return np.asarray([a[s] - b[s] for s in seeds], dtype=float)
 
 
-# A chapter's claims, one per paper figure: (item, axis, what the paper says, the
-# per-seed statistic compared, and how). "trend": the last point minus the first, the
-# paper predicting a rise; "falls": the same, the paper predicting a fall; "null":
-# first vs last point, the paper predicting little effect; "none_first": no recovery
-# at the first point (its cyclic − shuffled contrast within the null margin); "every":
-# recovery at every point; "pairs": each (first, second) pair of points, the first
-# predicted higher; "single": the one point's contrast. Chapter 2's:
+class AxisClaim(NamedTuple):
+    """A figure's claim along an axis: the item, the axis it is read on, what the paper
+    says, the per-seed statistic compared (`WHAT`), how the axis's points make its
+    estimand (`KINDS`), and the `verdicts.Claim` declared with it (estimand, kind,
+    direction, margin, the paper's magnitude), judged by `verdicts.judge`."""
+
+    item: str
+    axis: str
+    statement: str
+    what: str
+    kind: str
+    claim: verdicts.Claim
+
+
+# How an axis's points make a claim's estimand (each per seed, paired by seed):
+KINDS = {
+    "trend": "last point minus first, the paper predicting a rise",
+    "falls": "last point minus first, the paper predicting a fall (direction −1)",
+    "equivalence": "last point minus first, the paper predicting little effect "
+                   "(two one-sided tests against the margin)",
+    "none_first": "the first point's contrast, the paper predicting none (two one-sided "
+                  "tests against the margin)",
+    "every": "each point's contrast, the paper predicting recovery at every point "
+             "(`verdicts.combine`: every part the same word → that word, else "
+             "'undetermined')",
+    "pairs": "each (first, second) pair of points, first minus second, the first "
+             "predicted higher (`verdicts.combine`, as 'every')",
+    "single": "the one point's contrast",
+}
+MARGIN = 0.05  # RS units: the book's smallest effect of interest (chapter 1's)
+CONTRAST = "cyclic − shuffled RS(4)"
+
+
+def _claim(item, axis, statement, kind, estimand, direction=+1, paper=None,
+           what="contrast"):
+    vkind = "equivalence" if kind in ("equivalence", "none_first") else "difference"
+    return AxisClaim(item, axis, statement, what, kind, verdicts.Claim(
+        item, statement, estimand, kind=vkind, direction=direction, margin=MARGIN,
+        paper=paper))
+
+
+# A chapter's claims, one per paper figure, each with its estimand, direction and margin
+# (0.05 RS for every contrast and trend; the equivalence margin of the two "no effect"
+# claims is the same 0.05, fixed with the claim: until issue 17's phase 2 it was half
+# the mean contrast along the axis, a margin taken from the data). Every estimand is the
+# contrast cyclic − shuffled (issue 17: one estimand wherever the claim is about
+# anticipation); cyclic-only values are shown beside, never judged. Chapter 2's:
 CLAIMS = (
-    # its estimand is the contrast (cyclic − shuffled), declared before the family's
-    # runs; the cyclic-only trend is shown beside it, not judged
-    ("Fig. 2(a)", "pretrained", "larger pre-trained models recover more (RS(4) rises "
-     "with pre-trained Pythia size; sharp jump 160M → 410M)", "contrast", "trend"),
-    ("Fig. 2(b)", "size", "random-init models recover more weakly; RS still grows with "
-     "size", "contrast", "trend"),
-    ("Fig. 3(a)", "width", "recovery needs width ≥ 512 (random init, 1B config)",
-     "contrast", "trend"),
-    ("Fig. 3(b)", "depth", "recovery needs depth ≥ 8 (random init, 1B config)",
-     "contrast", "trend"),
-    ("Fig. 14", "heads", "number of attention heads has little effect", "contrast", "null"),
-    ("Fig. 15", "init", "Pythia init: lower loss and stronger recovery than isotropic "
-     "N(0, 0.02²)", "cyclic", "pairs"),
-    # judged on the contrast since the one-estimand rule (issue 17); it was judged on the
-    # cyclic RS alone before, which the chapter still shows beside it
-    ("Fig. 16", "steps", "more pre-training steps → more recovery", "contrast", "trend"),
-    ("Fig. 20", "gpt2", "GPT-2-large shows recovery", "contrast", "single"),
+    _claim("Fig. 2(a)", "pretrained", "larger pre-trained models recover more (RS(4) "
+           "rises with pre-trained Pythia size; sharp jump 160M → 410M)", "trend",
+           f"{CONTRAST}, largest member minus smallest"),
+    _claim("Fig. 2(b)", "size", "random-init models recover more weakly; RS still grows "
+           "with size", "trend", f"{CONTRAST}, largest shape minus smallest"),
+    _claim("Fig. 3(a)", "width", "recovery needs width ≥ 512 (random init, 1B config)",
+           "trend", f"{CONTRAST}, widest minus narrowest"),
+    # the paper's is a threshold at d = 2048 (depth ≥ 8); at d = 128 the book tests the
+    # trend along depth, not the threshold
+    _claim("Fig. 3(b)", "depth", "recovery needs depth ≥ 8 (random init, 1B config)",
+           "trend", f"{CONTRAST}, deepest minus shallowest"),
+    _claim("Fig. 14", "heads", "number of attention heads has little effect",
+           "equivalence", f"{CONTRAST}, most heads minus fewest"),
+    # the contrast since issue 17's phase 2 (it was the cyclic RS alone before, which the
+    # measured text still shows, not judged)
+    _claim("Fig. 15", "init", "Pythia init: lower loss and stronger recovery than "
+           "isotropic N(0, 0.02²)", "pairs",
+           f"{CONTRAST}, Pythia init minus N(0, 0.02²), per shape"),
+    _claim("Fig. 16", "steps", "more pre-training steps → more recovery", "trend",
+           f"{CONTRAST}, last checkpoint minus first"),
+    _claim("Fig. 20", "gpt2", "GPT-2-large shows recovery", "single", CONTRAST),
 )
 # Chapter 3's (Figs. 5(a-c), 6, 13, 17, 19(a)), written down with the presets, before
-# any of their runs was computed
+# any of their runs was computed (their Claims, estimands and margins: issue 17's
+# phase 2, after the runs; only the two equivalence margins moved, see above)
 TRAINING_CLAIMS = (
-    ("Fig. 5(a)", "docs", "clear recovery for every number of documents T (10 to 200)",
-     "contrast", "every"),
-    ("Fig. 5(b)", "steps", "more gradient steps per document M → higher RS", "contrast",
-     "trend"),
-    ("Fig. 5(b), M = 1", "steps", "one step per document (M = 1) shows no anticipation "
-     "at lr 1e-3", "contrast", "none_first"),
-    ("Fig. 5(c)", "context", "longer context C → lower RS at fixed M", "contrast",
-     "falls"),
+    _claim("Fig. 5(a)", "docs", "clear recovery for every number of documents T (10 to "
+           "200)", "every", f"{CONTRAST} at each T"),
+    _claim("Fig. 5(b)", "steps", "more gradient steps per document M → higher RS",
+           "trend", f"{CONTRAST}, largest M minus smallest"),
+    _claim("Fig. 5(b), M = 1", "steps", "one step per document (M = 1) shows no "
+           "anticipation at lr 1e-3", "none_first", f"{CONTRAST} at M = 1"),
+    _claim("Fig. 5(c)", "context", "longer context C → lower RS at fixed M", "falls",
+           f"{CONTRAST}, longest C minus shortest", direction=-1),
     # added with their axes, before any of their runs was computed
-    ("Fig. 13", "one_step", "one step per document at a larger lr (0.01) shows slight "
-     "recovery", "contrast", "single"),
-    ("Fig. 17", "cosine", "recovery survives a cosine learning-rate schedule (10 "
-     "epochs)", "contrast", "single"),
-    ("Fig. 19(a)", "same_update", "the same total update split into more steps → "
-     "stronger recovery", "contrast", "trend"),
-    ("Fig. 6", "optimizer", "Adam (reset per document) recovers more than GD",
-     "contrast", "pairs"),
+    _claim("Fig. 13", "one_step", "one step per document at a larger lr (0.01) shows "
+           "slight recovery", "single", CONTRAST),
+    _claim("Fig. 17", "cosine", "recovery survives a cosine learning-rate schedule (10 "
+           "epochs)", "single", CONTRAST),
+    _claim("Fig. 19(a)", "same_update", "the same total update split into more steps → "
+           "stronger recovery", "trend", f"{CONTRAST}, most steps minus fewest"),
+    # the paper's magnitude: v1's Fig. 6, average RS Adam 0.689 vs GD 0.211 (a difference
+    # of cyclic RS; the paper gives no shuffled floor), 0.478
+    _claim("Fig. 6", "optimizer", "Adam (reset per document) recovers more than GD",
+           "pairs", f"{CONTRAST}, Adam reset minus GD", paper=0.478),
 )
 WHAT = {"contrast": "cyclic − shuffled RS", "cyclic": "RS of the cyclic runs"}
 
@@ -169,65 +221,87 @@ def axis_stats(axes: dict, runs: dict, seeds, epoch: int) -> dict:
             for name, pts in axes.items()}
 
 
-def claim(item: str, st: dict, epoch: int, margin: float | None = None,
-          table=CLAIMS) -> dict:
-    """The verdict row of one figure of `table` from `axis_stats(...)`; `margin` (for
-    the "null" and "none_first" claims: how large an effect still counts as "little")
-    is, unless given, half the effect itself: half the mean cyclic − shuffled contrast
-    over the axis's points."""
-    _, axis, paper, what, kind = next(c for c in table if c[0] == item)
-    row = dict(item=item, paper=paper, verdict="not in this preset", measured="—")
-    if axis not in st:
-        return row
-    pts = [p for p in st[axis] if p.get("n")]
-    short = [p["label"] for p in st[axis] if p.get("n", 0) < p.get("expected", 0)]
+def measured(label: str, j, shown: str = "") -> str:
+    """A claim's measured text: what was compared, the interval, p and n (the word left
+    out: it is the verdict column), and what is shown beside it, not judged."""
+    if j.word == "not tested":
+        return "—"
+    text = f"{label}: {j.text().rsplit(' — ', 1)[0]}"
+    return text + (f"; shown, not judged: {shown}" if shown else "")
+
+
+def verdict_text(j) -> str:
+    """The verdict cell of a judgement: its word, 'not tested (why)', or the word after
+    Holm's correction with the one before it."""
+    if j.word == "not tested":
+        return j.text()
+    return j.word + (f" ({j.uncorrected} before Holm's correction)" if j.uncorrected
+                     else "")
+
+
+def judge_claim(c: AxisClaim, st: dict, epoch: int):
+    """(Judgement, label of what was compared, text shown beside it and not judged) of
+    one claim of a table from `axis_stats(...)`."""
+    cl = c.claim
+    if c.axis not in st:
+        return verdicts.not_tested(cl, "not in this preset"), "", ""
+    pts = [p for p in st[c.axis] if p.get("n")]
+    short = [p["label"] for p in st[c.axis] if p.get("n", 0) < p.get("expected", 0)]
     if short or not pts:
-        return {**row, "verdict": "not yet computed",
-                "measured": f"seeds missing at {', '.join(short)}"}
-    stat = f"{WHAT[what]} at RS({epoch})"
-    if kind == "single":
-        iv = pts[0]["contrast"]
-        return {**row, "verdict": pts[0]["verdict"], "measured": f"{stat}: {iv.text()}"}
-    if kind in ("trend", "falls"):  # the interval is of the predicted-positive side
-        hi, lo = (pts[-1], pts[0]) if kind == "trend" else (pts[0], pts[-1])
-        iv = change(lo, hi, what)
-        return {**row, "verdict": stats.verdict(iv),
-                "measured": f"{stat}, {hi['label']} minus {lo['label']}: {iv.text()}"}
-    if kind == "every":
-        verdicts = [p["verdict"] for p in pts]
-        n_ok = verdicts.count("reproduced")
-        verdict = (verdicts[0] if len(set(verdicts)) == 1 else
-                   f"partly: reproduced at {n_ok} of {len(pts)} points")
-        return {**row, "verdict": verdict, "measured": f"{stat}: " + "; ".join(
-            f"{p['label']} {p['contrast'].text()}" for p in pts)}
-    if kind in ("null", "none_first"):  # the paper predicts (almost) no effect
-        if margin is None:
-            margin = 0.5 * abs(float(np.mean([p["contrast"].mean for p in pts])))
-        little = f"'little' = within ±{margin:.3f} (half the mean contrast along the axis)"
-        if kind == "null":
-            lo, hi = pts[0], pts[-1]
-            iv = change(lo, hi, what)
-            return {**row, "verdict": null_verdict(iv, margin),
-                    "measured": f"{stat}, {hi['label']} minus {lo['label']}: {iv.text()}; "
-                                f"{little}"}
-        iv = pts[0]["contrast"]  # none_first: no recovery at the first point
-        return {**row, "verdict": null_verdict(iv, margin),
-                "measured": f"{stat} at {pts[0]['label']}: {iv.text()}; {little}"}
+        where = ", ".join(short) or "every point"
+        return verdicts.not_tested(cl, f"not yet computed: seeds missing at {where}"), "", ""
+    stat = f"{WHAT[c.what]} at RS({epoch})"
+    contrast = lambda p: p["rs_cyc"] - p["rs_shuf"]  # noqa: E731
+    if c.kind in ("single", "none_first"):
+        p = pts[0]
+        return verdicts.judge(cl, contrast(p)), f"{stat} at {p['label']}", ""
+    if c.kind in ("trend", "falls", "equivalence"):
+        if len(pts) < 2:
+            return verdicts.not_tested(cl, f"one point on the axis so far "
+                                           f"({pts[0]['label']})"), "", ""
+        lo, hi = pts[0], pts[-1]
+        return (verdicts.judge(cl, change_values(lo, hi, c.what)),
+                f"{stat}, {hi['label']} minus {lo['label']}", "")
+    parts, shown = [], []
+    if c.kind == "every":
+        for p in pts:
+            part = replace(cl, item=f"{cl.item} at {p['label']}", paper=None)
+            parts.append((p["label"], verdicts.judge(part, contrast(p))))
+        return verdicts.combine(cl, parts), stat, ""
     # pairs: (first, second), (third, fourth), ...: the first of each predicted higher
-    parts, verdicts = [], []
     for a, b in zip(pts[0::2], pts[1::2]):
-        iv = change(b, a, what)
+        label = f"{a['label']} minus {b['label']}"
+        parts.append((label, verdicts.judge(replace(cl, item=f"{cl.item}, {label}"),
+                                            change_values(b, a, c.what))))
+        cyc = change(b, a, "cyclic")
         loss = change(a, b, "final")  # second − first: positive = first has lower loss
-        verdicts.append(stats.verdict(iv))
-        parts.append(f"{a['label']} minus {b['label']}: {iv.text()} ({verdicts[-1]}); "
-                     f"final loss, second minus first: {loss.text()}")
-    verdict = verdicts[0] if len(set(verdicts)) == 1 else "partly: " + ", ".join(verdicts)
-    return {**row, "verdict": verdict, "measured": f"{stat}: " + "; ".join(parts)}
+        shown.append(f"{label}: RS of the cyclic runs {cyc.text()}, final loss second "
+                     f"minus first {loss.text()}")
+    if not parts:
+        return verdicts.not_tested(cl, "no pair of points on the axis"), "", ""
+    if len(parts) == 1:
+        stat = f"{stat}, {parts[0][0]}"
+    return verdicts.combine(cl, parts), stat, "; ".join(shown)
+
+
+def claim(item: str, st: dict, epoch: int, table=CLAIMS) -> dict:
+    """The verdict row of one figure of `table` from `axis_stats(...)`: item, paper (what
+    the paper says), estimand, verdict (a word of `verdicts.VOCABULARY`, or 'not
+    tested (why)'), measured (interval, p and n of the estimand, then what is shown
+    beside it and not judged), magnitude (the paper's value and measured/paper, or
+    '—'), and judgement, label, shown (for `measured` after Holm's correction)."""
+    c = next(c for c in table if c.item == item)
+    j, label, shown = judge_claim(c, st, epoch)
+    return dict(item=item, paper=c.statement, estimand=c.claim.estimand,
+                verdict=verdict_text(j), measured=measured(label, j, shown),
+                magnitude=(j.magnitude() if c.claim.paper is not None
+                           and j.word != "not tested" else "—"),
+                judgement=j, label=label, shown=shown)
 
 
 def claims(st: dict, epoch: int, table=CLAIMS) -> list[dict]:
     """Every figure's verdict row (`claim`) of a claims table, in the paper's order."""
-    return [claim(c[0], st, epoch, table=table) for c in table]
+    return [claim(c.item, st, epoch, table=table) for c in table]
 
 
 class Chapter:

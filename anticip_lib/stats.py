@@ -1,17 +1,14 @@
-"""Statistics over seeds and the verdict rule shared by every chapter.
+"""Intervals over seeds, shared by every chapter.
 
-A claim is "reproduced" only when the 95 % interval of its contrast (e.g. cyclic −
-shuffled, paired by seed) over at least 5 seeds excludes zero in the paper's
-direction. The interval is Student's t on the per-seed values (paired differences
-for a contrast): mean ± t_{0.975, n−1} · sd / √n.
+The interval is Student's t on the per-seed values (paired differences for a
+contrast): mean ± t_{0.975, n−1} · sd / √n. The verdict on a claim is not made here but
+by the book's one rule, `anticip_lib.verdicts.judge` (issue 17).
 """
 
 import math
 from dataclasses import dataclass
 
 import numpy as np
-
-MIN_SEEDS = 5
 
 
 @dataclass(frozen=True)
@@ -57,19 +54,3 @@ def paired_interval(a, b, level: float = 0.95) -> Interval:
     if a.shape != b.shape:
         raise ValueError(f"paired values need equal shapes, got {a.shape} and {b.shape}")
     return t_interval(a - b, level)
-
-
-def verdict(iv: Interval, direction: int = +1, min_seeds: int = MIN_SEEDS) -> str:
-    """The verdict on a contrast's interval, for a claim predicting its sign.
-
-    direction = +1 when the paper predicts a positive contrast, −1 for negative.
-    - "reproduced": n ≥ min_seeds and the interval excludes zero on the paper's side;
-    - "opposite": n ≥ min_seeds and it excludes zero on the other side;
-    - "not reproduced": n ≥ min_seeds and the interval holds zero (no effect shown);
-    - "inconclusive": fewer than min_seeds finite values.
-    """
-    if iv.n < min_seeds:
-        return "inconclusive"
-    if not iv.excludes_zero():
-        return "not reproduced"
-    return "reproduced" if direction * iv.mean > 0 else "opposite"

@@ -34,8 +34,24 @@ Rules, in order (n = finite values):
      "undetermined" (neither the effect nor its absence is shown).
 4. An equivalence claim ("little effect", "no recovery at M = 1"):
    - TOST within ±margin (p_tost < α): "reproduced";
-   - else the 95 % interval excludes 0: "not reproduced" (an effect is shown);
-   - else: "undetermined".
+   - else the 95 % interval lies wholly beyond the margin (lo > +margin or
+     hi < −margin): "not reproduced" (an effect larger than "little" is shown);
+   - else: "undetermined" (an interval that excludes 0 but reaches into ±margin shows
+     an effect, not that it is more than little: the opposite of the claim is not shown).
+   (Until phase 2 of issue 17 the middle rule read "the 95 % interval excludes 0"; it
+   was changed before any chapter's equivalence claim was judged by this module, so that
+   "not reproduced" means what `VOCABULARY` says: the opposite of the claim is shown.)
+
+Claims made of parts ("recovery at every T", "Pythia init above N(0, 0.02²) at each
+of two shapes"): each part is judged by `judge` as a claim of its own, and `combine`
+gives the claim one word: every part the same word → that word; parts that differ →
+"undetermined", each part's word listed in the text. Its p is the largest of the
+parts' (an intersection–union test: "every part holds" is shown at α when each part's
+own test is), its TOST p likewise the largest; its interval is the weakest part's.
+
+An unpaired difference of two groups (vision against language, different models and
+seeds): `judge_unpaired`, Welch's t (Welch–Satterthwaite degrees of freedom) in place
+of the one-sample t, then the same rules; each group needs n_required finite values.
 
 Holm's step-down correction across a family of claims (`holm`): the family is every
 judgement made on ≥ n_required seeds (those decided by rule 2 or not tested are left
@@ -44,8 +60,8 @@ p̃_(i) = max_{j ≤ i} min(1, (m − j + 1) · p_(j)). A claim keeps a verdict 
 its own test only if p̃ < α:
 - difference claim: "reproduced", "reproduced in sign only" or "opposite" with p̃ ≥ α
   becomes "not reproduced" if its (uncorrected) TOST holds, else "undetermined";
-- equivalence claim: "reproduced" with p̃ ≥ α becomes "not reproduced" if its
-  (uncorrected) 95 % interval excludes 0, else "undetermined".
+- equivalence claim: "reproduced" with p̃ ≥ α becomes "undetermined" (the interval
+  of a "reproduced" equivalence lies inside the margin, so it never shows more).
 Verdicts that do not rest on the claim's own test ("not reproduced", "undetermined")
 are not changed: the secondary test behind a "not reproduced" is not corrected.
 """
@@ -67,11 +83,13 @@ VOCABULARY = {
     "magnitude of the same estimand.",
     "not reproduced": "The opposite of the paper's claim is shown: for a difference, the "
     "90 % interval lies within the margin (no effect of interest); for a claim of no "
-    "effect, the 95 % interval excludes zero.",
+    "effect, the 95 % interval lies wholly beyond the margin (more than a little effect).",
     "opposite": "The 95 % interval excludes zero on the side opposite to the paper's "
     "predicted sign.",
-    "undetermined": "Neither the claim nor its opposite is shown: fewer than 5 seeds, or an "
-    "interval that holds zero and also reaches past the margin.",
+    "undetermined": "Neither the claim nor its opposite is shown: fewer than 5 seeds; an "
+    "interval that holds zero and also reaches past the margin; for a claim of no effect, "
+    "an interval that reaches past the margin without lying wholly beyond it; or a claim "
+    "of several parts whose parts' words differ (each part's word is given).",
     "not tested": "The book ran nothing for this claim; the reason is always given.",
 }
 WORDS = tuple(VOCABULARY)
@@ -126,7 +144,9 @@ class Judgement:
     p_zero: two-sided t-test of mean = 0; p_tost: TOST against ±margin (None without a
     margin); ratio: mean / paper (None without a paper value); reason: why this word;
     p_holm: Holm-adjusted p once `holm` has run; uncorrected: the word before Holm's
-    correction where it changed it.
+    correction where it changed it; parts: ((label, Judgement), …) of a claim made of
+    parts (`combine`); n_text: how n reads where it is not one paired sample
+    (`judge_unpaired`: 'n = 5 and 10, unpaired').
     """
 
     claim: Claim
@@ -140,6 +160,8 @@ class Judgement:
     n_required: int = 5
     p_holm: float | None = None
     uncorrected: str | None = None
+    parts: tuple = ()
+    n_text: str | None = None
 
     def __post_init__(self):
         if self.word not in VOCABULARY:
@@ -150,18 +172,25 @@ class Judgement:
         before correction where they exist; 'not tested (why)')."""
         if self.word == "not tested":
             return f"not tested ({self.reason})"
+        word = self.word
+        if self.uncorrected:
+            word += f" ({self.uncorrected} before Holm's correction)"
+        name = "p_TOST" if self.claim.kind == "equivalence" else "p"
+        if self.parts:  # each part's own text, then the claim's p and word
+            ps = f"{name} (largest of the parts') {p_text(self.p)}"
+            if self.p_holm is not None:
+                ps += f" (Holm {p_text(self.p_holm)})"
+            return "; ".join(f"{k}: {j.text(fmt)}" for k, j in self.parts) + \
+                f"; {ps} — {word}"
         iv = self.interval
         if iv.n < 2:
             return f"{iv.text(fmt)} — {self.word} ({self.reason})"
-        name = "p_TOST" if self.claim.kind == "equivalence" else "p"
         ps = f"{name} {p_text(self.p)}"
         if self.p_holm is not None:
             ps += f" (Holm {p_text(self.p_holm)})"
         drop = f", {iv.n_dropped} non-finite left out" if iv.n_dropped else ""
-        word = self.word
-        if self.uncorrected:
-            word += f" ({self.uncorrected} before Holm's correction)"
-        return (f"{iv.mean:{fmt}} [{iv.lo:{fmt}}, {iv.hi:{fmt}}], {ps}, n = {iv.n}{drop}"
+        n = self.n_text or f"n = {iv.n}"
+        return (f"{iv.mean:{fmt}} [{iv.lo:{fmt}}, {iv.hi:{fmt}}], {ps}, {n}{drop}"
                 f" — {word}")
 
     def magnitude(self, fmt: str = ".2f") -> str:
@@ -178,11 +207,16 @@ def p_text(p: float) -> str:
 
 def _t_tests(finite: np.ndarray, margin: float | None) -> tuple[float, float | None]:
     """(two-sided p of mean = 0, TOST p against ±margin) for n ≥ 2 finite values."""
+    n, m = finite.size, float(finite.mean())
+    return _tests(m, float(finite.std(ddof=1)) / n**0.5, n - 1, margin)
+
+
+def _tests(m: float, se: float, df: float,
+           margin: float | None) -> tuple[float, float | None]:
+    """(two-sided p of mean = 0, TOST p against ±margin) of a t statistic: mean m,
+    standard error se, df degrees of freedom."""
     from scipy import stats
 
-    n, m = finite.size, float(finite.mean())
-    se = float(finite.std(ddof=1)) / n**0.5
-    df = n - 1
     if se == 0:  # all values equal: the tests are decided by the mean alone
         p_zero = 1.0 if m == 0 else 0.0
         p_tost = None if margin is None else (0.0 if abs(m) < margin else 1.0)
@@ -228,8 +262,12 @@ def _rule(claim, iv, p_zero, p_tost, alpha, n_required) -> tuple[str, str]:
     if claim.kind == "equivalence":
         if equivalent:
             return "reproduced", f"90 % interval within ±{m:g}"
+        if iv.lo > m or iv.hi < -m:
+            return "not reproduced", f"95 % interval wholly beyond ±{m:g}: more than a " \
+                "little effect is shown"
         if excludes:
-            return "not reproduced", "95 % interval excludes 0: an effect is shown"
+            return "undetermined", (f"95 % interval excludes 0 but reaches into ±{m:g}: an "
+                                    "effect is shown, not that it is more than little")
         return "undetermined", f"interval holds 0 but reaches past ±{m:g}"
     if excludes and claim.direction * iv.mean > 0:
         if (claim.paper is not None
@@ -243,6 +281,71 @@ def _rule(claim, iv, p_zero, p_tost, alpha, n_required) -> tuple[str, str]:
         return "not reproduced", f"90 % interval within ±{m:g}: no effect of interest"
     why = "no margin declared" if m is None else f"90 % interval reaches past ±{m:g}"
     return "undetermined", f"interval holds 0; {why}"
+
+
+def judge_unpaired(claim: Claim, a, b, *, n_required: int = 5,
+                   level: float = 0.95) -> Judgement:
+    """The verdict on `claim` whose estimand is mean(a) − mean(b) of two unpaired groups
+    (different models, seeds or documents): Welch's t interval and tests (module
+    docstring), then the same rules as `judge`; "undetermined" unless each group has
+    `n_required` finite values."""
+    from scipy import stats
+
+    a, b = (np.asarray(x, dtype=float).ravel() for x in (a, b))
+    if a.size == 0 or b.size == 0:
+        raise ValueError(f"{claim.item}: a group has no values; use not_tested(claim, why)")
+    fa, fb = a[np.isfinite(a)], b[np.isfinite(b)]
+    dropped = a.size - fa.size + b.size - fb.size
+    n = min(fa.size, fb.size)
+    n_text = f"n = {fa.size} and {fb.size}, unpaired (Welch)"
+    alpha = 1 - level
+    if n < 2:
+        iv = Interval(math.nan if n == 0 else float(fa.mean() - fb.mean()), math.nan,
+                      math.nan, n, dropped)
+        return Judgement(claim, "undetermined", iv, math.nan, math.nan, None, None,
+                         f"fewer than 2 finite values in a group ({n_text})", n_required,
+                         n_text=n_text)
+    va, vb = fa.var(ddof=1) / fa.size, fb.var(ddof=1) / fb.size
+    m, se = float(fa.mean() - fb.mean()), float((va + vb) ** 0.5)
+    df = (va + vb) ** 2 / (va**2 / (fa.size - 1) + vb**2 / (fb.size - 1)) if se else 1.0
+    half = float(stats.t.ppf(0.5 + level / 2, df)) * se
+    iv = Interval(m, m - half, m + half, n, dropped)
+    p_zero, p_tost = _tests(m, se, df, claim.margin)
+    p = p_zero if claim.kind == "difference" else (math.nan if p_tost is None else p_tost)
+    word, reason = _rule(claim, iv, p_zero, p_tost, alpha, n_required)
+    ratio = m / claim.paper if claim.paper else None
+    return Judgement(claim, word, iv, p, p_zero, p_tost, ratio, reason, n_required,
+                     n_text=n_text)
+
+
+def combine(claim: Claim, parts, *, n_required: int = 5) -> Judgement:
+    """One judgement of a claim made of parts, from each part's own ((label,
+    Judgement), …), every part judged on a claim of the same kind (module docstring):
+    every part the same word → that word, else "undetermined"; p (and p_tost) the
+    largest of the parts'; interval, ratio and reason those of the weakest part (fewest
+    values, then largest p). A single part is that part under `claim`."""
+    parts = tuple(parts)
+    if not parts:
+        raise ValueError(f"{claim.item}: no parts; use not_tested(claim, why)")
+    js = [j for _, j in parts]
+    if any(j.word == "not tested" for j in js):
+        why = "; ".join(f"{k}: {j.reason}" for k, j in parts if j.word == "not tested")
+        return not_tested(claim, f"a part is not tested ({why})")
+    words = [j.word for j in js]
+    word = words[0] if len(set(words)) == 1 else "undetermined"
+
+    weak = max(js, key=lambda j: (j.interval.n < n_required,
+                                  j.p if math.isfinite(j.p) else math.inf))
+    p_zero = max((j.p_zero for j in js), key=lambda x: x if math.isfinite(x) else math.inf)
+    p_tost = (None if any(j.p_tost is None for j in js)
+              else max(j.p_tost for j in js))
+    p = max((j.p for j in js), key=lambda x: x if math.isfinite(x) else math.inf)
+    reason = (weak.reason if len(set(words)) == 1 else
+              "the parts differ: " + ", ".join(f"{k} {j.word}" for k, j in parts))
+    if len(parts) == 1:
+        return replace(js[0], claim=claim)
+    return Judgement(claim, word, weak.interval, p, p_zero, p_tost,
+                     weak.ratio, reason, n_required, parts=parts)
 
 
 def not_tested(claim: Claim, why: str) -> Judgement:
@@ -288,11 +391,8 @@ def holm(judgements, alpha: float = 0.05) -> list[Judgement]:
                               reason=f"Holm-adjusted p {p_text(p_adj)} ≥ {alpha:g}"
                               + ("; 90 % interval within the margin" if tost else ""))
             elif j.claim.kind == "equivalence" and j.word == "reproduced":
-                zero = j.interval.excludes_zero()
-                new = replace(new, word="not reproduced" if zero else "undetermined",
-                              uncorrected=j.word,
-                              reason=f"Holm-adjusted p_TOST {p_text(p_adj)} ≥ {alpha:g}"
-                              + ("; 95 % interval excludes 0" if zero else ""))
+                new = replace(new, word="undetermined", uncorrected=j.word,
+                              reason=f"Holm-adjusted p_TOST {p_text(p_adj)} ≥ {alpha:g}")
         out[i] = new
     return out
 

@@ -1,46 +1,75 @@
 """The reproduction scorecard: one row per paper claim (SPEC §1) and per figure/table.
 
 Rows of covered items are computed here from the committed `cpu` results with the
-same functions the chapters use (`compare`, `toy`), so the scorecard and the chapters
-cannot disagree. Nothing is trained: a missing result shows as "not yet computed".
+same functions the chapters use (`compare`, `scale`, `vision`, `toy`), so the
+scorecard and the chapters cannot disagree. Nothing is trained (the toy model's runs
+are exact and take milliseconds).
+
+Every verdict is a word of `verdicts.VOCABULARY` from the book's one rule
+(`verdicts.judge` on a claim declared with its estimand and margin), or "not tested
+(why)": "not tested (not yet computed)" where a chapter's runs are missing, "not
+tested (not yet covered)" where its chapter is still to come. Holm's step-down
+correction (`verdicts.holm`) runs across every claim of the scorecard judged on at
+least 5 seeds (a claim that two rows share, Fig. 1(c) and Table 1, counts once); a
+row whose word it changes says so ('undetermined (reproduced before Holm's
+correction)'). `changes()` lists every row whose word differs from the old rule's
+(`OLD_RULE`).
 """
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field, replace
 
-from . import presets, stats
+from . import presets, verdicts
 
-NOT_YET = "not yet covered"
+NOT_YET = "not tested (not yet covered)"
+NOT_COMPUTED = "not tested (not yet computed)"
 
 
 @dataclass
 class Item:
     item: str  # "Fig. 1(a)", "Table 1", "Claim 1: …"
     paper: str  # what the paper says, in a few words
-    verdict: str = NOT_YET
-    measured: str = "—"
+    verdict: str = NOT_YET  # a word of verdicts.VOCABULARY, or "not tested (why)"
+    measured: str = "—"  # the estimand's mean, 95 % interval, p and n
     scale: str = "—"
     where: str = "—"  # chapter link
+    magnitude: str = "—"  # the paper's value and measured/paper, where the paper has one
+    judgement: object = field(default=None, repr=False)  # the verdicts.Judgement
+    label: str = ""  # what was compared (the measured text's start)
+    shown: str = ""  # shown beside the estimand, not judged
+
+
+def _measured(label: str, j, shown: str = "") -> str:
+    from . import scale
+
+    return scale.measured(label, j, shown)
+
+
+def _magnitude(j) -> str:
+    """'0.04 vs paper 0.48 (ratio 0.08)' where the claim has a paper value, else '—'."""
+    if j is None or j.claim.paper is None or j.word == "not tested":
+        return "—"
+    return j.magnitude()
+
+
+def _from_row(key: str, row: dict, scale_text: str, where: str) -> Item:
+    """An Item from a `scale.claim` row."""
+    j = row["judgement"]
+    return Item(key, row["paper"], row["verdict"], row["measured"], scale_text, where,
+                _magnitude(j), j, row["label"], row["shown"])
 
 
 # items not covered yet: (item, what the paper says, planned chapter)
 _PLANNED = [
     ("Fig. 4", "recovery survives random masking (p ≤ 0.3) and window shifts (≤ 128)", 4),
-    ("Fig. 5(a)", "recovery for T from 10 to 200", 3),
-    ("Fig. 5(b)", "more steps per document M → higher RS; none at M = 1, lr 1e-3", 3),
-    ("Fig. 5(c)", "longer context C → lower RS at fixed M", 3),
     ("Fig. 5(d)", "more frozen blocks → lower RS", 3),
-    ("Fig. 6", "Adam (reset per document) recovers more than GD (random init and "
-               "pre-trained)", 3),
     ("Fig. 8(a)", "gradient similarity highest near the centre of the map", 6),
     ("Fig. 8(b)", "pairwise recovery roughly symmetric; b ≈ 10–15", 6),
     ("Fig. 8(c)", "weight residuals: bright stripes aligned with epochs", 6),
     ("Fig. 8(d)", "last-layer activations: blocked similarity, rising each epoch", 6),
     ("Fig. 9", "last-layer weights trace a helix, one turn per epoch", 6),
     ("Fig. 12", "partial shuffling (N up to 24) still shows some recovery", 4),
-    ("Fig. 13", "M = 1 at lr 0.01 shows slight recovery", 3),
-    ("Fig. 17", "recovery survives a cosine learning-rate schedule", 3),
     ("Fig. 18", "recovery with one-off random documents inserted", 4),
-    ("Fig. 19", "same total update in more steps → stronger; C = 1024 needs more M", 3),
     ("Fig. 21", "Wikitext-103, random init: recovery present", 4),
     ("Fig. 22", "activation changes step-wise; weight updates shrink monotonically", 6),
     ("Fig. 23", "pairwise recovery for T = 50–200: two blobs, 10–15-wide boundary", 6),
@@ -67,7 +96,7 @@ def chapter1_items() -> list[Item]:
              "Fig. 1(c)": "online loss lower under the cyclic order",
              "Table 1": "online loss: cyclic < shuffled for Pythia 410M–2.8B"}
     if n_missing:
-        return [Item(k, v, "not yet computed", f"{n_missing} of {len(runs)} runs missing",
+        return [Item(k, v, NOT_COMPUTED, f"{n_missing} of {len(runs)} runs missing",
                      where=_link(1)) for k, v in paper.items()]
     c = [r for r in runs if r.config.order == "cyclic"]
     s = [r for r in runs if r.config.order == "shuffled"]
@@ -78,10 +107,8 @@ def chapter1_items() -> list[Item]:
              f"{base.optimizer} {base.lr:g}; {len(c)} seeds per order")
 
     def item(key, j):
-        paper_value = "" if j.claim.paper is None else f"; {j.magnitude()}"
-        return Item(key, paper[key], j.word,
-                    f"{j.claim.estimand}: {j.text().rsplit(' — ', 1)[0]}{paper_value}",
-                    scale, _link(1))
+        return Item(key, paper[key], j.word, _measured(j.claim.estimand, j), scale,
+                    _link(1), _magnitude(j), j, j.claim.estimand)
 
     return [item("Fig. 1(a)", J["doc1"]), item("Fig. 1(b)", J["rs"]),
             item("Fig. 1(c)", J["online"]), item("Table 1", J["online"])]
@@ -100,8 +127,8 @@ def _committed(chapter: str) -> dict:
 
 
 def chapter2_items() -> list[Item]:
-    """Figs. 2(a, b), 3, 14, 15, 16 and 20 from chapter 2's committed cpu runs (the
-    same `scale.Chapter` the chapter shows); Figs. 2(a) and 20 are paper-preset only."""
+    """Figs. 2(a, b), 3(a, b), 14, 15, 16 and 20 from chapter 2's committed cpu runs
+    (the same `scale.Chapter` the chapter shows); Fig. 20 is paper-preset only."""
     from . import compare, scale
 
     axes = presets.ch2_axes("cpu")
@@ -117,20 +144,19 @@ def chapter2_items() -> list[Item]:
     proto = f"{tcme}, {base.optimizer} {base.lr:g}; {seeds}"
     where = _link(2)
     shapes = f"random-init Pythia shapes (14M–70M; widths 64–512, depths 2–12){tok}; {proto}"
-    not_cpu = "not tested at CPU scale (paper preset only)"
+    not_cpu = "not tested (paper preset only: needs Hub weights)"
 
     def item(key, row, scale_text):
-        if row["verdict"] == "not in this preset":
-            return Item(key, row["paper"], not_cpu, "—", "needs Hub weights", where)
-        return Item(key, row["paper"], row["verdict"], row["measured"], scale_text, where)
+        if row["judgement"].reason == "not in this preset":
+            return Item(key, row["paper"], not_cpu, "—", "needs Hub weights", where,
+                        judgement=row["judgement"])
+        return _from_row(key, row, scale_text, where)
 
-    w, d = v["Fig. 3(a)"], v["Fig. 3(b)"]
-    fig3 = dict(paper="recovery needs width ≥ 512 and depth ≥ 8 (random init, 1B config)",
-                verdict=w["verdict"] if w["verdict"] == d["verdict"] else
-                f"partly: width {w['verdict']}, depth {d['verdict']}",
-                measured=f"width: {w['measured']}; depth: {d['measured']}"
-                + (f"; check, width at lr moved toward equal fit: {lr_check}"
-                   if (lr_check := ch.check("width_lr")) else ""))
+    lr_check = ch.check("width_lr")
+    width = dict(v["Fig. 3(a)"], shown=(f"width at lr moved toward equal fit (a check of "
+                                        f"the chapter's own): {lr_check}" if lr_check
+                                        else ""))
+    width["measured"] = _measured(width["label"], width["judgement"], width["shown"])
     return [
         item("Fig. 2(a)", v["Fig. 2(a)"],
              "the family pre-trained here (bytes, non-CNN news): "
@@ -139,7 +165,8 @@ def chapter2_items() -> list[Item]:
                          for m, lr in presets.CH2_FAMILY_LR.items())
              + f"; chapter 1's protocol otherwise ({tcme}); 5 seeds per order (10–14)"),
         item("Fig. 2(b)", v["Fig. 2(b)"], shapes),
-        item("Fig. 3", fig3, shapes),
+        item("Fig. 3(a)", width, shapes),
+        item("Fig. 3(b)", v["Fig. 3(b)"], shapes),
         item("Fig. 14", v["Fig. 14"], shapes),
         item("Fig. 15", v["Fig. 15"], shapes),
         item("Fig. 16", v["Fig. 16"], "a Pythia-14M shape pre-trained here (2,000 steps, "
@@ -152,9 +179,9 @@ def chapter2_items() -> list[Item]:
 
 
 def chapter3_items() -> list[Item]:
-    """Figs. 5(a-c), 6 (random init), 13, 17 and 19(a) from chapter 3's committed cpu runs (the same
-    `scale.Chapter` the chapter shows); Fig. 5(b) carries both of its claims (the
-    trend, none at M = 1), Fig. 19 says its part (b) is not covered."""
+    """Figs. 5(a-c), 6(a) (random init), 13, 17 and 19(a) from chapter 3's committed cpu
+    runs (the same `scale.Chapter` the chapter shows), one row per claim (Fig. 5(b)'s
+    two: the trend and none at M = 1); Figs. 6(b) and 19(b) are not covered."""
     from . import compare, scale
 
     axes = presets.ch3_axes("cpu")
@@ -169,79 +196,105 @@ def chapter3_items() -> list[Item]:
              f"M = {base.steps_per_doc}, E = {base.n_epochs}, {base.optimizer} "
              f"{base.lr:g}; {len(presets.CH3_SEEDS)} seeds per order")
     where = _link(3)
-    trend, none = v["Fig. 5(b)"], v["Fig. 5(b), M = 1"]
-    fig5b = dict(paper="more steps per document M → higher RS; none at M = 1, lr 1e-3",
-                 verdict=trend["verdict"] if trend["verdict"] == none["verdict"] else
-                 f"partly: more steps {trend['verdict']}, none at M = 1 {none['verdict']}",
-                 measured=f"{trend['measured']}; M = 1: {none['measured']}")
-    f19 = v["Fig. 19(a)"]
-    fig19 = dict(paper="same total update in more steps → stronger; C = 1024 needs more M",
-                 verdict=f"(a) {f19['verdict']}; (b) not yet covered",
-                 measured=f"(a) {f19['measured']}")
     adam = "Adam reset per document where the paper uses GD"
-    f6 = v["Fig. 6"]
-    fig6 = dict(paper=f6["paper"] + " (random init and pre-trained)",
-                verdict=f"{f6['verdict']} (random init only; pre-trained not covered)",
-                measured=f6["measured"])
-    return [Item(key, row["paper"], row["verdict"], row["measured"], scale_text, where)
-            for key, row, scale_text in (
-                ("Fig. 5(a)", v["Fig. 5(a)"], f"T = 5–40 (paper 10–200); {proto}"),
-                ("Fig. 5(b)", fig5b, f"M = 1–20 (the paper's); {proto}"),
-                ("Fig. 5(c)", v["Fig. 5(c)"], f"C = 64–256 bytes (paper 128–1,024 "
-                                              f"tokens); {proto}"),
-                ("Fig. 6", fig6, f"each optimizer at the lr chapter 1's rules pass "
-                                 f"(Adam reset 1e-3, GD {presets.CH3_GD_LR:g}; paper: "
-                                 f"1e-5, 1e-3); {proto}"),
-                ("Fig. 13", v["Fig. 13"], f"M = 1 at lr 0.01, {adam}; {proto}"),
-                ("Fig. 17", v["Fig. 17"], f"cosine to 0 over E = 10 epochs, RS(4); "
-                                          f"{proto}"),
-                ("Fig. 19", fig19, f"(a) lr = 0.01 / M for M = 1–20 (the paper's), "
-                                   f"{adam}; {proto}"))]
+    rows = [_from_row(key, v[name], scale_text, where) for key, name, scale_text in (
+        ("Fig. 5(a)", "Fig. 5(a)", f"T = 5–40 (paper 10–200); {proto}"),
+        ("Fig. 5(b)", "Fig. 5(b)", f"M = 1–20 (the paper's); {proto}"),
+        ("Fig. 5(b), M = 1", "Fig. 5(b), M = 1", f"M = 1 at lr 1e-3; {proto}"),
+        ("Fig. 5(c)", "Fig. 5(c)", f"C = 64–256 bytes (paper 128–1,024 tokens); {proto}"),
+        ("Fig. 6(a)", "Fig. 6", f"random init; each optimizer at the lr chapter 1's rules "
+                                f"pass (Adam reset 1e-3, GD {presets.CH3_GD_LR:g}; paper: "
+                                f"1e-5, 1e-3); {proto}"),
+        ("Fig. 13", "Fig. 13", f"M = 1 at lr 0.01, {adam}; {proto}"),
+        ("Fig. 17", "Fig. 17", f"cosine to 0 over E = 10 epochs, RS(4); {proto}"),
+        ("Fig. 19(a)", "Fig. 19(a)", f"lr = 0.01 / M for M = 1–20 (the paper's), {adam}; "
+                                     f"{proto}"))]
+    rows[4].paper += " (random init)"
+    return rows + [
+        Item("Fig. 6(b)", "Adam (reset per document) recovers more than GD (pre-trained)",
+             NOT_YET, where="planned: ch. 3"),
+        Item("Fig. 19(b)", "C = 1024 needs more steps M", NOT_YET, where="planned: ch. 3")]
 
 
-def toy_items(seeds=(0, 1, 2, 3, 4), epoch: int = 10) -> list[Item]:
-    """Figs. 10 and 11 from the toy model at the paper's (b) setting (milliseconds)."""
-    import numpy as np
-
+def toy_items(seeds=(0, 1, 2, 3, 4)) -> list[Item]:
+    """Figs. 10(a), 10(b), the growth of recovery (§4.4) and Fig. 11 from the toy model
+    at the paper's (b) setting (`toy.judge_claims`, the chapter's claims; milliseconds)."""
     from . import toy
 
-    kw = dict(n_tasks=25, dim_in=100, dim_embed=100, lr=0.01, n_epochs=50,
-              variant="target")
-    cyc = toy.run_seeds(seeds, order="cyclic", **kw)
-    shu = toy.run_seeds(seeds, order="shuffled", **kw)
-    rs = [np.array([toy.recovery_curve(r, [epoch])[0][0] for r in rr]) for rr in (cyc, shu)]
-    d = stats.paired_interval(*rs)
-    circ = [[toy.circle_order(toy.pca2(r.solutions[20])[0]) for r in rr] for rr in (cyc, shu)]
-    circle = stats.paired_interval(*circ)
-    scale = "toy model (b): T = 25, N = M = 100, α = 0.01, exact; 5 seeds"
-    return [
-        Item("Fig. 10", "toy model shows anticipatory recovery, growing over epochs",
-             stats.verdict(d), f"RS({epoch}) cyclic − shuffled: {d.text()}", scale, _link(7)),
-        Item("Fig. 11", "task solutions self-organise on a circle in task order",
-             stats.verdict(circle),
-             f"circle score at epoch 20 (1 = on a circle in task order), cyclic − "
-             f"shuffled: {circle.text()}", scale,
-             _link(7)),
-    ]
+    J = toy.judge_claims(seeds)
+    scale = (f"toy model: T = 25, N = M = 100, α = 0.01, E = 50, exact; "
+             f"{len(seeds)} seeds per order (Fig. 10(a): the paper's N = M = 1000 "
+             "diverges at α = 0.01)")
+    keys = {"10a": "Fig. 10(a)", "10b": "Fig. 10(b)", "growth": "Fig. 10, growth",
+            "11": "Fig. 11"}
+    return [Item(keys[k], j.claim.statement, j.word, _measured(j.claim.estimand, j),
+                 scale, _link(7), _magnitude(j), j, j.claim.estimand)
+            for k, j in J.items()]
 
 
-def items() -> list[Item]:
-    """Every row of the scorecard, in the paper's order."""
+ORDER = ["Fig. 1(a)", "Fig. 1(b)", "Fig. 1(c)", "Table 1", "Fig. 2(a)", "Fig. 2(b)",
+         "Fig. 3(a)", "Fig. 3(b)", "Fig. 4", "Fig. 5(a)", "Fig. 5(b)", "Fig. 5(b), M = 1",
+         "Fig. 5(c)", "Fig. 5(d)", "Fig. 6(a)", "Fig. 6(b)", "Fig. 7(a)", "Fig. 7(b)",
+         "Fig. 8(a)", "Fig. 8(b)", "Fig. 8(c)", "Fig. 8(d)", "Fig. 9", "Fig. 10(a)",
+         "Fig. 10(b)", "Fig. 10, growth", "Fig. 11", "Fig. 12", "Fig. 13", "Fig. 14",
+         "Fig. 15", "Fig. 16", "Fig. 17", "Fig. 18", "Fig. 19(a)", "Fig. 19(b)", "Fig. 20",
+         "Fig. 21", "Fig. 22", "Fig. 23"]
+
+
+def items(correct: bool = True) -> list[Item]:
+    """Every row of the scorecard, in the paper's order, Holm-corrected across the
+    scorecard's judged claims (`holm_correct`) unless correct=False."""
     found = {i.item: i for i in chapter1_items() + chapter2_items() + chapter3_items()
              + toy_items()}
     for item, paper, chapter in _PLANNED:
         found.setdefault(item, Item(item, paper, NOT_YET, where=f"planned: ch. {chapter}"))
     for extra in _extra_items():
         found[extra.item] = extra
-    order = ["Fig. 1(a)", "Fig. 1(b)", "Fig. 1(c)", "Table 1", "Fig. 2(a)", "Fig. 2(b)",
-             "Fig. 3", "Fig. 4", "Fig. 5(a)", "Fig. 5(b)", "Fig. 5(c)", "Fig. 5(d)",
-             "Fig. 6", "Fig. 7(a)", "Fig. 7(b)", "Fig. 8(a)", "Fig. 8(b)", "Fig. 8(c)",
-             "Fig. 8(d)", "Fig. 9", "Fig. 10", "Fig. 11", "Fig. 12", "Fig. 13", "Fig. 14",
-             "Fig. 15", "Fig. 16", "Fig. 17", "Fig. 18", "Fig. 19", "Fig. 20", "Fig. 21",
-             "Fig. 22", "Fig. 23"]
-    for key in order:
+    for key in ORDER:
         found.setdefault(key, Item(key, "see SPEC §4", NOT_YET))
-    return [found[k] for k in order]
+    out = [found[k] for k in ORDER]
+    return holm_correct(out) if correct else out
+
+
+def family(rows) -> list:
+    """The distinct judgements of `rows` that Holm's correction counts: judged (not
+    'not tested') on at least their n_required seeds with a finite p; a judgement two
+    rows share (one claim) counts once."""
+    seen = {}
+    for r in rows:
+        j = r.judgement
+        if (j is not None and j.word != "not tested" and j.interval.n >= j.n_required
+                and math.isfinite(j.p)):
+            seen.setdefault(j.claim, j)
+    return list(seen.values())
+
+
+def holm_correct(rows, alpha: float = 0.05) -> list[Item]:
+    """The rows with Holm's correction (`verdicts.holm`) across `family(rows)`: each
+    judged row's verdict, measured text (with Holm's p) and magnitude from its
+    corrected judgement."""
+    from . import scale
+
+    fam = family(rows)
+    corrected = dict(zip((j.claim for j in fam), verdicts.holm(fam, alpha)))
+    out = []
+    for r in rows:
+        j = r.judgement
+        if j is None or j.claim not in corrected or j.word == "not tested":
+            out.append(r)
+            continue
+        c = corrected[j.claim]
+        out.append(replace(r, verdict=scale.verdict_text(c), judgement=c,
+                           measured=_measured(r.label, c, r.shown)))
+    return out
+
+
+def word(item: Item) -> str:
+    """The row's verdict word after Holm's correction: a word of `verdicts.WORDS`
+    ('not tested' for every 'not tested (why)')."""
+    if item.judgement is not None:
+        return item.judgement.word
+    return "not tested" if item.verdict.startswith("not tested") else item.verdict
 
 
 def _extra_items() -> list[Item]:
@@ -254,58 +307,123 @@ def _extra_items() -> list[Item]:
                      where="planned: ch. 5"),
                 Item("Fig. 7(b)", "ViT / VGG-19 ImageNet classification show recovery",
                      NOT_YET, where="planned: ch. 5")]
-    return [Item(**row) for row in rows]
+    out = []
+    for row in rows:
+        it = Item(**row)
+        out.append(replace(it, magnitude=_magnitude(it.judgement)))
+    return out
+
+
+CLAIMS = [
+    ("Claim 1: emerges with scale; width ≥ 512, depth ≥ 8", ("Fig. 2(a)", "Fig. 2(b)",
+                                                             "Fig. 3(a)", "Fig. 3(b)")),
+    ("Claim 2: stronger fitting → more recovery", ("Fig. 5(b)", "Fig. 5(c)", "Fig. 5(d)",
+                                                    "Fig. 6(a)", "Fig. 6(b)", "Fig. 15",
+                                                    "Fig. 16")),
+    ("Claim 3: survives long cycles, noise, partial shuffling, one-off documents, "
+     "cosine lr, GPT-2, Wikitext", ("Fig. 5(a)", "Fig. 4", "Fig. 12", "Fig. 18",
+                                    "Fig. 17", "Fig. 20", "Fig. 21")),
+    ("Claim 4: appears in vision, weaker than in LLMs", ("Fig. 7(a)", "Fig. 7(b)")),
+    ("Claim 5: cyclic beats shuffled in online loss", ("Fig. 1(c)", "Table 1")),
+    ("Claim 6: temporal structure in gradients, weights, activations; a helix; the toy "
+     "model's circle", ("Fig. 8(a)", "Fig. 8(b)", "Fig. 8(c)", "Fig. 8(d)", "Fig. 9",
+                        "Fig. 10(a)", "Fig. 10(b)", "Fig. 10, growth", "Fig. 11")),
+    ("The phenomenon itself (Fig. 1): recovery before the revisit",
+     ("Fig. 1(a)", "Fig. 1(b)")),
+]
 
 
 def claims(rows: dict) -> list[Item]:
-    """The paper's claims (SPEC §1), each summarised from its figures' rows."""
-    def pick(*keys):
-        got = [rows[k] for k in keys if k in rows]
-        covered = [g for g in got if g.verdict != NOT_YET]
-        if not covered:
-            return NOT_YET, "—"
-        verdicts = {g.verdict for g in covered}
-        v = covered[0].verdict if len(verdicts) == 1 and len(covered) == len(got) else (
-            "partly covered: " + ", ".join(f"{g.item} {g.verdict}" for g in covered))
-        return v, "; ".join(g.item for g in covered)
-
-    spec = [
-        ("Claim 1: emerges with scale; width ≥ 512, depth ≥ 8", ("Fig. 2(a)", "Fig. 2(b)",
-                                                                 "Fig. 3")),
-        ("Claim 2: stronger fitting → more recovery", ("Fig. 5(b)", "Fig. 5(c)",
-                                                        "Fig. 5(d)", "Fig. 6", "Fig. 15",
-                                                        "Fig. 16")),
-        ("Claim 3: survives long cycles, noise, partial shuffling, one-off documents, "
-         "cosine lr, GPT-2, Wikitext", ("Fig. 5(a)", "Fig. 4", "Fig. 12", "Fig. 18",
-                                        "Fig. 17", "Fig. 20", "Fig. 21")),
-        ("Claim 4: appears in vision, weaker than in LLMs", ("Fig. 7(a)", "Fig. 7(b)")),
-        ("Claim 5: cyclic beats shuffled in online loss", ("Fig. 1(c)", "Table 1")),
-        ("Claim 6: temporal structure in gradients, weights, activations; a helix; the toy "
-         "model's circle", ("Fig. 8(a)", "Fig. 8(b)", "Fig. 8(c)", "Fig. 8(d)", "Fig. 9",
-                            "Fig. 10", "Fig. 11")),
-        ("The phenomenon itself (Fig. 1): recovery before the revisit",
-         ("Fig. 1(a)", "Fig. 1(b)")),
-    ]
+    """The paper's claims (SPEC §1), each summarised from its figures' rows by one rule:
+    every figure the same word (after Holm's correction; 'not tested' whatever its
+    reason) → that word ('not tested (no figure covered yet)' when none is), else
+    "undetermined"; the 'from' text lists each figure's word."""
     out = []
-    for name, keys in spec:
-        v, where = pick(*keys)
-        out.append(Item(name, "", v, f"from {where}" if where != "—" else "—"))
+    for name, keys in CLAIMS:
+        got = [rows[k] for k in keys if k in rows]
+        words = [word(g) for g in got]
+        if not got or set(words) == {"not tested"}:
+            v = "not tested (no figure covered yet)"
+        else:
+            v = words[0] if len(set(words)) == 1 else "undetermined"
+        out.append(Item(name, "", v, "from " + "; ".join(
+            f"{g.item} {w}" for g, w in zip(got, words)) if got else "—"))
+    return out
+
+
+# The old rule's verdict of every judged row (stats.verdict: n < 5 "inconclusive", an
+# interval holding zero "not reproduced"; scale.null_verdict's margin taken from the
+# data; Fig. 15 on the cyclic RS alone; the toy chapter's hand-written words), on the
+# results committed at 2ce8446, before issue 17's phase 2 (chapter 1's rows: the old
+# rule applied to the same intervals; their new words date from phase 1, 5913ac9).
+# Fig. 3's, 5(b)'s and 19's rows were one row each then; their parts' words are given.
+OLD_RULE = {
+    "Fig. 1(a)": "not reproduced", "Fig. 1(b)": "reproduced", "Fig. 1(c)": "reproduced",
+    "Table 1": "reproduced", "Fig. 2(a)": "not reproduced", "Fig. 2(b)": "opposite",
+    "Fig. 3(a)": "opposite", "Fig. 3(b)": "reproduced", "Fig. 5(a)": "reproduced",
+    "Fig. 5(b)": "not reproduced", "Fig. 5(b), M = 1": "inconclusive",
+    "Fig. 5(c)": "not reproduced", "Fig. 6(a)": "not reproduced",
+    "Fig. 7(a)": "reproduced", "Fig. 7(b)": "not tested (no forgetting to recover from)",
+    "Fig. 10(a)": "partly reproduced (stated setting unstable)",
+    "Fig. 10(b)": "reproduced", "Fig. 10, growth": "reproduced", "Fig. 11": "reproduced",
+    "Fig. 13": "not reproduced", "Fig. 14": "not reproduced",
+    "Fig. 15": "not reproduced", "Fig. 16": "reproduced", "Fig. 17": "reproduced",
+    "Fig. 19(a)": "not reproduced",
+    "Fig. 20": "not tested at CPU scale (paper preset only)",
+}
+
+
+def changes(rows) -> list[dict]:
+    """Every row whose word differs from the old rule's (`OLD_RULE`; two 'not tested'
+    of any reason count as the same): item, old, new (with the word before Holm's
+    correction where it changed it) and the measured text."""
+    out = []
+    for r in rows:
+        old = OLD_RULE.get(r.item)
+        if old is None:
+            continue
+        new = word(r)
+        if old == new or (old.startswith("not tested") and new == "not tested"):
+            continue
+        out.append(dict(item=r.item, old=old, new=r.verdict, measured=r.measured))
     return out
 
 
 def markdown() -> str:
-    """The scorecard page's two tables: claims, then every figure and table."""
+    """The scorecard page: the verdict words (`verdicts.VOCABULARY`, once), the claims,
+    every figure and table, and what changed under issue 17's rule."""
     its = items()
     rows = {i.item: i for i in its}
+    fam = family(its)
+    n_holm = sum(1 for r in its if r.judgement is not None and r.judgement.uncorrected)
 
     def esc(t: str) -> str:
         return str(t).replace("|", "\\|")
 
-    out = ["## Claims", "", "| claim | verdict | from |", "|---|---|---|"]
+    out = ["## Verdict words", ""]
+    out += [f"- **{w}**: {d}" for w, d in verdicts.VOCABULARY.items()]
+    out += ["", f"Holm's step-down correction runs across the {len(fam)} claims of this "
+            "page judged on at least 5 seeds (each p beside its interval, Holm's p in "
+            "brackets); it changes the word of "
+            f"{n_holm} row{'s' if n_holm != 1 else ''}, each shown as 'new word (old "
+            "word before Holm's correction)'. The magnitude column sets the measured mean "
+            "beside the paper's own number of the same estimand, where the paper gives "
+            "one.", ""]
+    out += ["## Claims", "", "| claim | verdict | from |", "|---|---|---|"]
     out += [f"| {esc(c.item)} | {esc(c.verdict)} | {esc(c.measured)} |" for c in claims(rows)]
     out += ["", "## Every figure and table", "",
-            "| item | the paper | verdict | measured (95 % interval over seeds) | scale | "
-            "where |", "|---|---|---|---|---|---|"]
+            "| item | the paper | verdict | measured (95 % interval over seeds, p) | "
+            "magnitude (paper; ratio) | scale | where |", "|---|---|---|---|---|---|---|"]
     out += [f"| {esc(i.item)} | {esc(i.paper)} | {esc(i.verdict)} | {esc(i.measured)} | "
-            f"{esc(i.scale)} | {i.where} |" for i in its]
+            f"{esc(i.magnitude)} | {esc(i.scale)} | {i.where} |" for i in its]
+    ch = changes(its)
+    out += ["", "## What changed with the one verdict rule", "",
+            "The old rule judged every contrast by whether its 95 % interval held zero "
+            "('not reproduced' whenever it did, 'inconclusive' under 5 seeds), took the "
+            "margin of 'little effect' from the data, judged Fig. 15 on the cyclic runs "
+            "alone and wrote 'partly' for claims of several parts. Rows whose word "
+            "differs (old → new; 'not yet covered' / 'not yet computed' now read 'not "
+            "tested (…)' and are not listed):", ""]
+    out += [f"- {esc(c['item'])}: {esc(c['old'])} → **{esc(c['new'])}** — "
+            f"{esc(c['measured'])}" for c in ch] or ["- none"]
     return "\n".join(out)

@@ -175,3 +175,56 @@ def test_holm_on_equivalence_uses_the_tost_p():
     assert [o.p_holm for o in out] == pytest.approx([0.06, 0.004, 0.006, 0.5])
     assert out[0].word == "undetermined" and out[0].uncorrected == "reproduced"
     assert "p_TOST = 0.03 (Holm = 0.06)" in out[0].text()
+
+
+def test_equivalence_not_reproduced_only_beyond_the_margin():
+    # 0.05, 0.1, 0.08, 0.06, 0.11: mean 0.08, sd 0.0255, se 0.0114; 95 % 0.08 ± 0.0317 =
+    # [0.048, 0.112]: an effect is shown (excludes 0) but not that it is more than
+    # "little" (0.048 < 0.05): undetermined, not "not reproduced"
+    v = [0.05, 0.1, 0.08, 0.06, 0.11]
+    j = V.judge(equiv(0.05), v)
+    assert j.interval.lo == pytest.approx(0.0483, abs=1e-4) and j.interval.excludes_zero()
+    assert j.word == "undetermined" and "reaches into ±0.05" in j.reason
+    assert V.judge(equiv(0.04), v).word == "not reproduced"  # 0.048 > 0.04
+    neg = [-x for x in v]
+    assert V.judge(equiv(0.05), neg).word == "undetermined"
+    assert V.judge(equiv(0.04), neg).word == "not reproduced"
+
+
+def test_combine_parts():
+    up, flat = V.judge(diff(margin=0.05), UP), V.judge(diff(margin=0.05), FLAT)
+    assert (up.word, flat.word) == ("reproduced", "not reproduced")
+    j = V.combine(diff(margin=0.05), [("T=5", up), ("T=40", up)])
+    assert j.word == "reproduced" and j.p == pytest.approx(scipy_p(UP))
+    j = V.combine(diff(margin=0.05), [("T=5", up), ("T=40", flat)])
+    # the parts differ: "undetermined", each part's word in the text; p the largest
+    assert j.word == "undetermined" and j.p == pytest.approx(1.0)
+    assert j.reason == "the parts differ: T=5 reproduced, T=40 not reproduced"
+    assert j.text() == ("T=5: 0.30 [0.10, 0.50], p = 0.013, n = 5 — reproduced; T=40: "
+                        "0.00 [-0.02, 0.02], p = 1, n = 5 — not reproduced; p (largest "
+                        "of the parts') = 1 — undetermined")
+    # a single part is that part under the combined claim
+    one = V.combine(V.Claim("Fig. 6", "Adam more", "Adam − GD"), [("Adam − GD", up)])
+    assert one.word == "reproduced" and one.claim.item == "Fig. 6" and not one.parts
+    skip = V.not_tested(diff(), "no runs")
+    assert V.combine(diff(), [("a", up), ("b", skip)]).word == "not tested"
+    # Holm on a combined claim uses its (largest) p: sorted 0.013, 0.5 → 0.013 · 2 =
+    # 0.026 < 0.05, the word stays
+    both = V.combine(diff(), [("a", up), ("b", up)])
+    out = V.holm([both, V.judge(diff(), with_p(0.5))])
+    assert out[0].p_holm == pytest.approx(2 * scipy_p(UP)) and out[0].word == "reproduced"
+
+
+def test_unpaired_difference_is_welch():
+    a = [0.1, 0.2, 0.15, 0.12, 0.18]  # vision: mean 0.15
+    b = [0.3, 0.25, 0.35, 0.28, 0.32, 0.3, 0.27, 0.33, 0.29, 0.31]  # language: mean 0.30
+    claim = V.Claim("§1", "weaker in vision", "vision − language", direction=-1,
+                    margin=0.05)
+    j = V.judge_unpaired(claim, a, b)
+    ref = ss.ttest_ind(a, b, equal_var=False)
+    assert j.interval.mean == pytest.approx(-0.15) and j.p == pytest.approx(ref.pvalue)
+    ci = ref.confidence_interval(0.95)
+    assert (j.interval.lo, j.interval.hi) == pytest.approx((ci.low, ci.high))
+    assert j.word == "reproduced" and "n = 5 and 10, unpaired (Welch)" in j.text()
+    assert V.judge_unpaired(claim, a[:3], b).word == "undetermined"  # 3 < 5 seeds
+    assert V.judge_unpaired(claim, b, a).word == "opposite"

@@ -171,3 +171,29 @@ def test_scale_row_fits_six_columns_and_never_shows_nan():
     assert "nan" not in " ".join(row.values()).lower()
     empty = scale.row({"label": "T=40"}, 4)
     assert list(empty) == list(row) and empty["point"] == "T=40"
+
+
+def test_doc_explorer_follows_the_chosen_runs_t_and_e(monkeypatch):
+    """Chapter 3's explorer: picking T = 40 or E = 10 runs gives the sliders that
+    T and E (they kept the first choice's before)."""
+    pytest.importorskip("ipywidgets")
+    from types import SimpleNamespace
+
+    from anticip_lib import widgets
+
+    monkeypatch.setattr(widgets, "display", lambda *a, **k: None)
+    monkeypatch.setattr(widgets.LiveFigure, "show", lambda self, fig: None)
+
+    def runs(T, E):
+        return [SimpleNamespace(eval_loss=np.ones((T * E + 1, T)), order=None)]
+
+    box = widgets.explore_doc_curves({"T=5": {"cyclic": runs(5, 5)},
+                                      "T=40": {"cyclic": runs(40, 5)},
+                                      "cosine": {"cyclic": runs(10, 10)}})
+    pick, shape, doc, epochs = box.children
+    assert (doc.max, epochs.max, epochs.value) == (5, 5, (1, 5))
+    pick.value = "T=40"
+    assert (doc.max, epochs.max) == (40, 5) and "T = 40" in shape.value
+    doc.value = 30
+    pick.value = "cosine"
+    assert (doc.max, doc.value, epochs.max, epochs.value) == (10, 10, 10, (1, 10))

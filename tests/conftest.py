@@ -2,6 +2,12 @@
 
 STYLE §15: tiny_docs (T=4, C=24 random ids, two padded), tiny_model (2 layers, width
 32), and `store` (ANTICIP_RESULTS and ANTICIP_CACHE in a fresh temporary folder).
+
+Tests run torch at one thread (set here, before any test). Tiny models train faster
+on one thread than on two, and on a machine whose cores are busy a second OpenMP
+thread spins waiting for its descheduled sibling: a tiny run measured 0.2 s at one
+thread and 7-15 s at two while the cores ran other training. A test about threads
+sets them itself.
 """
 
 import numpy as np
@@ -10,6 +16,7 @@ import torch
 
 T, C, M, E = 4, 24, 3, 2  # documents, context, steps per episode, epochs
 VOCAB = 97
+torch.set_num_threads(1)
 
 
 def make_tiny_model(seed: int = 0, vocab: int = VOCAB):

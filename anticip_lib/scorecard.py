@@ -389,10 +389,11 @@ def changes(rows) -> list[dict]:
     return out
 
 
-def markdown() -> str:
+def markdown(its: list[Item] | None = None) -> str:
     """The scorecard page: the verdict words (`verdicts.VOCABULARY`, once), the claims,
-    every figure and table, and what changed under issue 17's rule."""
-    its = items()
+    every figure and table, and what changed under issue 17's rule; `its`: the rows
+    (`items()` unless given)."""
+    its = items() if its is None else its
     rows = {i.item: i for i in its}
     fam = family(its)
     n_holm = sum(1 for r in its if r.judgement is not None and r.judgement.uncorrected)

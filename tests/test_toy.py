@@ -258,3 +258,30 @@ def test_explorer_redraws_in_a_live_kernel():
     assert "diverged" in printed
     assert len(before) == len(after) == 1 and before != after  # replaced, not appended
     assert not images(nb.cells[1])
+
+
+def test_chapter_claims_are_judged_by_the_one_rule():
+    """Chapter 7's claims (Figs. 10(a), 10(b), growth, 11): each estimand cyclic −
+    shuffled paired by seed, judged by verdicts.judge; texts carry intervals and p."""
+    from scipy import stats as ss
+
+    from anticip_lib import verdicts
+
+    seeds = (0, 1, 2, 3, 4)
+    values = toy.claim_values(seeds)
+    # Fig. 10(b)'s estimand by hand: RS(10) of each seed's cyclic run minus its shuffled
+    kw = dict(toy.CLAIM_SETTING, variant="target")
+    cyc = [toy.recovery_curve(r, [10])[0][0] for r in toy.run_seeds(seeds, **kw)]
+    shu = [toy.recovery_curve(r, [10])[0][0]
+           for r in toy.run_seeds(seeds, order="shuffled", **kw)]
+    assert values["10b"] == pytest.approx(np.subtract(cyc, shu))
+    J = toy.judge_claims(seeds)
+    assert set(J) == {"10a", "10b", "growth", "11"}
+    for k, j in J.items():
+        assert j.word in verdicts.WORDS and j.claim.margin == toy.TOY_MARGIN
+        assert j.p == pytest.approx(ss.ttest_1samp(values[k], 0).pvalue)
+    assert J["10b"].word == "reproduced"
+    for row in toy.verdict_rows(J):
+        assert "[" in row["measured (95 % interval, p)"] and "±" not in \
+            row["measured (95 % interval, p)"]
+        assert row["verdict"] in verdicts.WORDS

@@ -38,9 +38,10 @@ Rules, in order (n = finite values):
      hi < −margin): "not reproduced" (an effect larger than "little" is shown);
    - else: "undetermined" (an interval that excludes 0 but reaches into ±margin shows
      an effect, not that it is more than little: the opposite of the claim is not shown).
-   (Until phase 2 of issue 17 the middle rule read "the 95 % interval excludes 0"; it
-   was changed before any chapter's equivalence claim was judged by this module, so that
-   "not reproduced" means what `VOCABULARY` says: the opposite of the claim is shown.)
+   (Until phase 2 of issue 17 the middle rule read "the 95 % interval excludes 0". It
+   was changed in phase 2, before any chapter's equivalence claim was judged by this
+   module but with Fig. 14's interval known (issue 17 had named it), so that "not
+   reproduced" means what `VOCABULARY` says: the opposite of the claim is shown.)
 
 Claims made of parts ("recovery at every T", "Pythia init above N(0, 0.02²) at each
 of two shapes"): each part is judged by `judge` as a claim of its own, and `combine`

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import paths
+from . import files, paths
 from .config import DOC_FILTERS
 
 CNN_DAILYMAIL = ("abisee/cnn_dailymail", "3.0.0")  # the paper's `cnn_dailymail`, 3.0.0
@@ -124,11 +124,9 @@ def export_corpus(name: str) -> Path:
     target = folder / "docs.jsonl"
     if not target.exists():
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".docs.{os.getpid()}.tmp"
-        with tmp.open("w", encoding="utf-8") as f:
-            for doc_id, text in _exported_texts(name):
-                f.write(json.dumps({"id": doc_id, "text": text}) + "\n")
-        os.replace(tmp, target)
+        text = "".join(json.dumps({"id": doc_id, "text": t}) + "\n"
+                       for doc_id, t in _exported_texts(name))
+        files.write_text(target, text, what="exported corpus")
     return folder
 
 

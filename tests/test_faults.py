@@ -97,16 +97,31 @@ def test_damaged_lockstep_checkpoint_names_its_path(tmp_path):
                            progress=False)
 
 
-def test_damaged_checkpoint_of_a_cached_run_is_set_aside(store):
-    _, cache = store
+def _refusing_once(ckpt, fake):
+    """A trainer that refuses `ckpt` (as it refuses a damaged file) the first time."""
+    calls = []
+
+    def train(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            assert ckpt.exists()
+            raise trainer.CheckpointError(f"checkpoint {ckpt} cannot be read safely")
+        assert not ckpt.exists()  # set aside before the second try
+        return fake(*args, **kwargs)
+
+    return train, calls
+
+
+def test_damaged_checkpoint_of_a_cached_run_is_set_aside(store, monkeypatch):
     cfg = RunConfig(**TINY)
-    stem = results.run_stem(cfg)
-    ckpt = results.checkpoint_path("x", stem)
+    ckpt = results.checkpoint_path("x", results.run_stem(cfg))
     ckpt.parent.mkdir(parents=True)
     ckpt.write_bytes(b"\x00" * 100)  # a truncated file
+    train, calls = _refusing_once(ckpt, lambda config, **kw: _fake_run(config))
+    monkeypatch.setattr(results, "train_run", train)
     with pytest.warns(UserWarning, match="set aside"):
         run = results.run_cached(cfg, "x", progress=False)
-    assert run.eval_loss.shape == (4, 3) and np.isfinite(run.eval_loss).all()
+    assert len(calls) == 2 and run.eval_loss.shape == (4, 3)
     aside = list(ckpt.parent.glob(f"{ckpt.name}.refused-*"))
     assert len(aside) == 1 and aside[0].read_bytes() == b"\x00" * 100
     assert not ckpt.exists()
@@ -117,6 +132,9 @@ def test_damaged_group_checkpoint_is_set_aside(store, monkeypatch):
     ckpt = lockstep._checkpoint_path("x", cfgs)
     ckpt.parent.mkdir(parents=True)
     ckpt.write_bytes(b"garbage")
+    train, calls = _refusing_once(ckpt, lambda configs, *a, **kw: [_fake_run(c)
+                                                                   for c in configs])
+    monkeypatch.setattr(lockstep, "train_configs", train)
     with pytest.warns(UserWarning, match="set aside"):
         done = lockstep._compute_group("x", cfgs, progress=False)
     assert done == cfgs and all(results.find_run(c, "x") for c in cfgs)

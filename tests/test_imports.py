@@ -142,6 +142,7 @@ def test_reading_results_imports_no_torch():
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.slow  # imports torch and transformers in a fresh interpreter
 def test_loading_a_model_imports_no_training_code():
     training = ["anticip_lib.trainer", "anticip_lib.batched", "anticip_lib.lockstep",
                 "anticip_lib.checkpoint", "anticip_lib.sweep"]

@@ -70,9 +70,13 @@ def alone(docs):
     return {opt: _alone(docs, opt) for opt in LR}
 
 
-@pytest.mark.parametrize("engine, overlap", [("neox", False), ("neox", True),
-                                              ("vmap", False)])
-@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adam_reset"])
+_QUICK = {("sgd", "neox", False), ("adam", "neox", True), ("adam_reset", "vmap", False)}
+
+
+@pytest.mark.parametrize("optimizer, engine, overlap", [
+    pytest.param(o, e, v, marks=() if (o, e, v) in _QUICK else pytest.mark.slow)
+    for o in ("sgd", "adam", "adam_reset")
+    for e, v in (("neox", False), ("neox", True), ("vmap", False))])
 def test_equals_train_run_by_run(docs, alone, optimizer, engine, overlap):
     threads = torch.get_num_threads()
     runs, ms = _lockstep(docs, optimizer, engine=engine, overlap_eval=overlap)
@@ -198,8 +202,10 @@ class _Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("overlap", [False, True])
-@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adam_reset"])
+@pytest.mark.parametrize("optimizer, overlap", [
+    pytest.param(o, v, marks=() if (o, v) in {("sgd", False), ("adam", True)}
+                 else pytest.mark.slow)
+    for o in ("sgd", "adam", "adam_reset") for v in (False, True)])
 def test_kill_and_resume_gives_same_result(docs, tmp_path, optimizer, overlap):
     full, _ = _lockstep(docs, optimizer, overlap_eval=overlap)
     ckpt = tmp_path / "group.pt"
@@ -331,6 +337,7 @@ def _sweep(tmp_path, name, monkeypatch, *extra):
             for c in g.configs}
 
 
+@pytest.mark.slow  # two smoke sweeps
 def test_smoke_sweep_through_lockstep_equals_one_by_one(tmp_path, monkeypatch):
     plain = _sweep(tmp_path, "plain", monkeypatch)
     lock = _sweep(tmp_path, "lock", monkeypatch, "--lockstep", "4")
@@ -389,15 +396,27 @@ def test_group_leaves_out_a_run_another_process_is_computing(tmp_path, monkeypat
     monkeypatch.setenv("ANTICIP_RESULTS", str(tmp_path / "results"))
     monkeypatch.setenv("ANTICIP_CACHE", str(tmp_path / "cache"))
     exp, cfgs = _smoke_configs()
+    trained = []
+
+    def fake_train_configs(configs, *args, **kwargs):  # what the group trains
+        trained.append(list(configs))
+        n = configs[0].n_docs * configs[0].n_epochs
+        return [trainer.Run(c, np.full((n + 1, c.n_docs), 1.0),
+                            np.full(n * c.steps_per_doc, 1.0), np.arange(n) % c.n_docs,
+                            {"lockstep": len(configs)}) for c in configs]
+
+    monkeypatch.setattr(lockstep, "train_configs", fake_train_configs)
     lock = results.lock_path(exp, results.run_stem(cfgs[1]))  # next to the results
     with open(lock, "a+") as f:  # another open file: flock conflicts as across processes
         fcntl.flock(f, fcntl.LOCK_EX)
         done = lockstep._compute_group(exp, cfgs, progress=False)
+    assert trained == [done]
     assert done == [cfgs[0]] + cfgs[2:]
     assert results.find_run(cfgs[1], exp) is None
     assert all(results.find_run(c, exp).meta["lockstep"] == 3 for c in done)
 
 
+@pytest.mark.slow  # trains a smoke group twice
 def test_killed_after_training_resaves_without_training(tmp_path, monkeypatch):
     """The group's checkpoint outlives a kill between training and saving, so the next
     call saves the runs from it (resumed at the last episode) instead of retraining."""
@@ -424,6 +443,7 @@ def test_killed_after_training_resaves_without_training(tmp_path, monkeypatch):
     assert not ckpt.exists()
 
 
+@pytest.mark.slow  # runs the benchmark script in a subprocess
 @pytest.mark.skipif(torch.cuda.is_available(), reason="would run the GPU benchmark")
 def test_gpu_benchmark_script_runs_without_a_gpu(tmp_path):
     """tools/gpu_lockstep_bench.sh (prepared for a lent GPU) runs end to end here:
@@ -448,6 +468,7 @@ def test_gpu_benchmark_script_runs_without_a_gpu(tmp_path):
     assert "exit status 0" in log
 
 
+@pytest.mark.slow  # four RunConfig runs
 def test_train_configs_trains_at_the_configs_precision(docs):
     """bf16 configs train in bf16 in lockstep (meta says so; the losses differ from the
     fp32 configs' by more than fp32 rounding and less than bf16's precision)."""

@@ -457,6 +457,7 @@ def test_ray_engine_existing_cluster_reports_a_failed_run_and_saves_the_others(
 
 # ---- chapter 5 (VisionConfigs) through the same runner --------------------------------
 
+@pytest.mark.slow  # trains chapter 5's smoke runs (vision models)
 def test_vision_chapter_through_the_local_engine(dirs, capsys):
     """`sweep 05_vision --preset smoke`: the dry run lists the notebook's runs, the local
     engine computes them through vision.run_cached (two shards split them), and a second

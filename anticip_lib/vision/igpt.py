@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import paths, trainer
+from .. import files, paths, trainer
 from .config import IGPT_HERE, INITS, IGPTRecipe
 from .images import open_rgb, foolbox_dir, igpt_images
 from .provenance import provenance, sha256
@@ -107,7 +107,7 @@ def igpt_here_clusters(name: str) -> torch.Tensor:
     sub = pix[torch.randperm(len(pix), generator=g)[:100_000]]
     clusters = kmeans(sub, r.n_clusters, seed=r.seed)
     cached.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(clusters, cached)
+    files.atomic_write(cached, lambda f: torch.save(clusters, f), what="cache file")
     return clusters
 
 
@@ -176,8 +176,11 @@ def pretrain_igpt(name: str, experiment: str = "05_vision", progress: bool = Tru
         "weights_sha256": weights_sha, **provenance(),
     }
     record.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(record.with_suffix(".npz"), train_loss=losses)
-    record.with_suffix(".json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+    files.atomic_write(record.with_suffix(".npz"),
+                       lambda f: np.savez_compressed(f, train_loss=losses), suffix=".npz",
+                       what="pre-training record")
+    files.write_text(record.with_suffix(".json"), json.dumps(meta, indent=1, sort_keys=True),
+                     what="pre-training record")
     return folder
 
 

@@ -93,6 +93,7 @@ def chapter1_items() -> list[Item]:
     paper = {"Fig. 1(a)": "x_1's loss falls before its revisit; > 50 % recovered "
                           "(Pythia-1B, T = 100)",
              "Fig. 1(b)": "the same for all documents (shift-averaged)",
+             "Fig. 1, growth": "recovery grows from epoch to epoch (Figs. 1(a, b))",
              "Fig. 1(c)": "online loss lower under the cyclic order",
              "Table 1": "online loss: cyclic < shuffled for Pythia 410M–2.8B"}
     if n_missing:
@@ -111,7 +112,8 @@ def chapter1_items() -> list[Item]:
                     _link(1), _magnitude(j), j, j.claim.estimand)
 
     return [item("Fig. 1(a)", J["doc1"]), item("Fig. 1(b)", J["rs"]),
-            item("Fig. 1(c)", J["online"]), item("Table 1", J["online"])]
+            item("Fig. 1, growth", J["growth"]), item("Fig. 1(c)", J["online"]),
+            item("Table 1", J["online"])]
 
 
 def _committed(chapter: str) -> dict:
@@ -232,7 +234,7 @@ def toy_items(seeds=(0, 1, 2, 3, 4)) -> list[Item]:
             for k, j in J.items()]
 
 
-ORDER = ["Fig. 1(a)", "Fig. 1(b)", "Fig. 1(c)", "Table 1", "Fig. 2(a)", "Fig. 2(b)",
+ORDER = ["Fig. 1(a)", "Fig. 1(b)", "Fig. 1, growth", "Fig. 1(c)", "Table 1", "Fig. 2(a)", "Fig. 2(b)",
          "Fig. 3(a)", "Fig. 3(b)", "Fig. 4", "Fig. 5(a)", "Fig. 5(b)", "Fig. 5(b), M = 1",
          "Fig. 5(c)", "Fig. 5(d)", "Fig. 6(a)", "Fig. 6(b)", "Fig. 7(a)", "Fig. 7(b)",
          "Fig. 8(a)", "Fig. 8(b)", "Fig. 8(c)", "Fig. 8(d)", "Fig. 9", "Fig. 10(a)",

@@ -515,7 +515,9 @@ def test_two_processes_compute_a_run_once(dirs):
     assert len(marker.read_text().split()) == 1  # one trained, the other loaded
     np.testing.assert_array_equal(out[0][1], out[1][1])
     folder = dirs / "results" / "exp"
-    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in _files(dirs))
+    assert sorted(p.name for p in folder.iterdir() if p.name != ".locks") == sorted(
+        p.name for p in _files(dirs))
+    assert (folder / ".locks").is_dir()  # the run's lock: next to the results
     assert results.load_run(CFG, "exp") is not None
     assert not list((dirs / "cache").rglob("*.pt")) and not list((dirs / "cache").rglob("*.tmp"))
 

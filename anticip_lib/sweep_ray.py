@@ -23,15 +23,17 @@
 - **Stopping and resuming.** A run checkpoints as in the local engine (every epoch end
   and at least every 10 minutes) on the worker that trains it, at
   `<cache>/checkpoints/<experiment>/<stem>.pt` — the file the local engine uses, under
-  the same lock (next to the worker's results folder) — where `<cache>` is the
-  driver's cache folder for a cluster started here and the worker's own `$ANTICIP_CACHE` (else `~/.cache/anticip`) on an existing
-  cluster. The checkpoint is deleted only after the driver has saved the results and
-  loaded them back. Ctrl-C (or SIGTERM) cancels the tasks and shuts Ray down; runs
-  already returned are saved. A driver killed outright (SIGKILL) cannot clean up: a
-  watcher started with a local cluster (`start_reaper`) then stops the cluster's
-  processes within seconds. Running the same command again computes only what is
-  missing: an interrupted run resumes from its checkpoint when it lands on the same
-  machine, and restarts from episode 0 elsewhere (same numbers either way).
+  the same lock (next to the results for a cluster started here, next to the
+  checkpoint on an existing cluster) — where `<cache>` is the driver's cache folder for
+  a cluster started here and the worker's own `$ANTICIP_CACHE` (else
+  `~/.cache/anticip`) on an existing cluster. The checkpoint is deleted only after the
+  driver has saved the results and loaded them back. Ctrl-C (or SIGTERM) cancels the
+  tasks and shuts Ray down; runs already returned are saved. A driver killed outright
+  (SIGKILL) cannot clean up: a watcher started with a local cluster (`start_reaper`)
+  then stops the cluster's processes within seconds. Running the same command again
+  computes only what is missing: an interrupted run resumes from its checkpoint when
+  it lands on the same machine, and restarts from episode 0 elsewhere (same numbers
+  either way).
 - **Failures.** A task that raises (or whose worker dies after Ray's retries) is
   reported with its config stem and error; the other runs continue, and `run_ray`
   returns `[(config, "Type: message")]` for the summary and the exit status.
@@ -86,8 +88,12 @@ def train_task(config: RunConfig, experiment: str, device: str, threads: int,
                                      "checkpoint folder (on the Ray worker)")
     stem = results.run_stem(config)
     ckpt = ckpt_dir / f"{stem}.pt"
-    # the lock `results.run_cached` takes, next to the results (this node's folder)
-    with files.lock(results.lock_path(experiment, stem), stem):
+    # the lock `results.run_cached` takes, next to the results, for a cluster started
+    # here (this machine's results folder); on an existing cluster a worker has no
+    # results folder of ours (the driver writes them): next to its checkpoint
+    lock = (results.lock_path(experiment, stem) if cache is not None
+            else ckpt_dir / f"{stem}.lock")
+    with files.lock(lock, stem):
         files.clear_temporaries(ckpt)  # left by a killed writer
         run = trainer.train_run(config, device=device, checkpoint=ckpt, progress=False,
                                 keep_checkpoint=True)

@@ -229,10 +229,11 @@ def _sweep(root: Path, *args, timeout=300):
 
 
 def _files(root: Path) -> dict:
-    """{name: mtime_ns} of the result files under root/results/smoke/01_phenomenon."""
+    """{name: mtime_ns} of the result files under root/results/smoke/01_phenomenon
+    (not the runs' lock files, in .locks/)."""
     folder = root / "results" / SMOKE_EXP
-    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} if folder.is_dir() \
-        else {}
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()
+            if p.name != ".locks"} if folder.is_dir() else {}
 
 
 def _expected() -> set:

@@ -431,16 +431,81 @@ CH3_COSINE_EPOCHS = 10
 # deviation: the paper compares Adam 1e-5 with GD 1e-3 on Pythia-1B.
 CH3_GD_LR = 0.1
 
+# -- chapter 3 on the pre-trained protocol (chapter 1's: news-14m, GD 0.01) -------------
+# The same axes around chapter 1's pre-trained protocol, each axis's learning rate by a
+# rule written here before any of its runs: T, M and C keep the protocol's GD 0.01 (the
+# paper keeps 1e-3 along them; Fig. 5(b)'s M = 1 is at that rate, as the paper's "none
+# at M = 1, lr 1e-3"); Fig. 19(a) splits the same total update, 10 × the protocol's lr
+# (as the paper's 0.01 = 10 × 1e-3), into M steps: lr = 0.1 / M, so M = 10 is the
+# protocol and M = 1 at lr 0.1 is Fig. 13's point (10 × the base rate, as the paper's
+# 0.01); Fig. 17: a cosine schedule to 0 over 10 epochs from the protocol's lr; Fig.
+# 6(b): Adam reset against GD on the pre-trained model, each at the rate chapter 1's
+# rules pass for news-14m (Adam reset: 3e-5 and 1e-4 pass, the smaller is taken, as the
+# rules' tie-break; GD: 0.01). Seeds 10-14 (chapter 1's main seeds; the point at the
+# protocol is chapter 1's main runs). The optimizer is the paper's (GD) wherever the
+# claim is about GD step sizes (Figs. 5(b), 13, 19(a)).
+CH3_PRE_UPDATE = 0.1  # lr × M along the same-update axis (10 × GD 0.01)
+CH3_PRE_ADAM_LR = 3e-5
+CH3_PRE_SEEDS = CH1_SEEDS["main"][:5]
+# Chapter 3's claims on the pre-trained protocol, declared with the axes before any of
+# their runs: (item, axis, what the paper says, estimand, kind, margin); estimand
+# "contrast" = cyclic − shuffled RS(4), paired by seed; margins in RS units, fixed here.
+CH3_PRETRAINED_CLAIMS = (
+    ("Fig. 5(a)", "docs", "clear recovery for every number of documents T",
+     "contrast", "every", 0.05),
+    ("Fig. 5(b)", "steps", "more gradient steps per document M → higher RS",
+     "contrast", "trend", 0.05),
+    ("Fig. 5(b), M = 1", "steps", "one GD step per document (M = 1) at the base lr "
+     "shows no anticipation", "contrast", "none_first (equivalence)", 0.05),
+    ("Fig. 5(c)", "context", "longer context C → lower RS at fixed M", "contrast",
+     "falls", 0.05),
+    ("Fig. 13", "one_step", "one GD step per document at 10 × the base lr shows slight "
+     "recovery", "contrast", "single", 0.05),
+    ("Fig. 17", "cosine", "recovery survives a cosine learning-rate schedule (10 "
+     "epochs)", "contrast", "single", 0.05),
+    ("Fig. 19(a)", "same_update", "the same total GD update split into more steps → "
+     "stronger recovery", "contrast", "trend", 0.05),
+    ("Fig. 6(b)", "optimizer", "Adam (reset per document) recovers more than GD on a "
+     "pre-trained model", "contrast", "pairs", 0.05),
+)
 
-def ch3_axes(preset: str) -> dict:
+
+def ch3_random_axes() -> dict:
+    """Chapter 3's axes of the first version, on the random-init protocol (its runs are
+    committed; the chapter shows them beside the pre-trained ones)."""
+    return ch3_axes("cpu", regime="random")
+
+
+def ch3_axes(preset: str, regime: str = "pretrained") -> dict:
     """{axis: (Point, …)} of chapter 3's preset: "docs" (T), "steps" (M), "context"
     (C), "same_update" (M at lr = update / M), "one_step" (M = 1 at the larger lr),
-    "cosine" (a cosine schedule over more epochs) and "optimizer" (Adam reset, GD)."""
+    "cosine" (a cosine schedule over more epochs) and "optimizer" (Adam reset, GD).
+    The cpu preset's axes stand on chapter 1's pre-trained protocol; regime="random"
+    gives the first version's, on the random-init protocol."""
     _check("03_training", preset)
     update, cos_epochs, gd_lr = CH3_UPDATE, CH3_COSINE_EPOCHS, CH3_GD_LR
     if preset == "smoke":
         base, docs, steps, contexts = SMOKE_BASE, (2, 3), (1, 2), (8, 16)
         update, cos_epochs = 2e-3, 4
+    elif preset == "cpu" and regime == "pretrained":
+        base, docs, steps, contexts = CH1_CPU_BASE, CH3_DOCS, CH3_STEPS, CH3_CONTEXTS
+        update = CH3_PRE_UPDATE
+        adam = replace(base, optimizer="adam_reset", lr=CH3_PRE_ADAM_LR)
+        same = tuple(Point(f"M={m}, lr {update / m:g}",
+                           replace(base, steps_per_doc=m, lr=update / m), CH3_PRE_SEEDS)
+                     for m in steps)
+        P = lambda label, c: Point(label, c, CH3_PRE_SEEDS)  # noqa: E731
+        return {
+            "docs": tuple(P(f"T={t}", replace(base, n_docs=t)) for t in docs),
+            "steps": tuple(P(f"M={m}", replace(base, steps_per_doc=m)) for m in steps),
+            "context": tuple(P(f"C={c}", replace(base, context_len=c)) for c in contexts),
+            "same_update": same,
+            "one_step": same[:1],
+            "cosine": (P(f"cosine to 0 over {cos_epochs} epochs",
+                         replace(base, lr_schedule="cosine", n_epochs=cos_epochs)),),
+            "optimizer": (P(f"Adam reset, lr {adam.lr:g}", adam),
+                          P(f"GD, lr {base.lr:g}", base)),
+        }
     elif preset == "cpu":
         base, docs, steps, contexts = CH1_RANDOM_BASE, CH3_DOCS, CH3_STEPS, CH3_CONTEXTS
     else:  # paper: SPEC §4, Figs. 5, 13, 17, 19; pre-trained Pythia-1B, GD lr 1e-3
@@ -476,21 +541,33 @@ def _work(c: RunConfig) -> float:
 
 def _ch3(preset: str) -> list[Group]:
     """Every distinct point of the axes × seeds × both orders, cheapest first. In the
-    cpu preset chapter 1's protocol is chapter 1's main runs (seeds 0-4), read there."""
+    cpu preset chapter 1's protocols are chapter 1's main runs (pre-trained: seeds
+    10-14; random init: seeds 0-4), read there; the random-init axes' runs follow."""
     seeds = (0, 1) if preset == "smoke" else CH3_SEEDS
     exp = "smoke/03_training" if preset == "smoke" else "03_training"
-    points = list(dict.fromkeys(p.config for pts in ch3_axes(preset).values()
-                                for p in pts))
-    groups = []
-    if preset == "cpu":
-        points.remove(CH1_RANDOM_BASE)
-        groups.append(Group("reused", "01_phenomenon", ch1_main(CH1_RANDOM_BASE, seeds),
-                            "chapter 1's protocol: chapter 1's main runs, seeds 0-4"))
-    points.sort(key=_work)
-    groups.append(Group("runs", exp, tuple(r for c in points for r in ch1_main(c, seeds)),
-                        f"every point of the chapter's axes, {len(seeds)} seeds × both "
-                        "orders"))
-    return groups
+
+    def runs_of(axes, own_seeds, drop):
+        points = dict.fromkeys((p.config, p.seeds or own_seeds)
+                               for pts in axes.values() for p in pts)
+        points.pop((drop, own_seeds), None)
+        return tuple(r for c, ss in sorted(points, key=lambda p: _work(p[0]))
+                     for r in ch1_main(c, ss))
+
+    if preset != "cpu":
+        return [Group("runs", exp, runs_of(ch3_axes(preset), seeds, None),
+                      f"every point of the chapter's axes, {len(seeds)} seeds × both "
+                      "orders")]
+    return [
+        Group("reused", "01_phenomenon", ch1_main(CH1_CPU_BASE, CH3_PRE_SEEDS),
+              "chapter 1's protocol: chapter 1's main runs, seeds 10-14"),
+        Group("runs", exp, runs_of(ch3_axes(preset), CH3_PRE_SEEDS, CH1_CPU_BASE),
+              "every point of the axes on the pre-trained protocol, 5 seeds × both "
+              "orders"),
+        Group("random_reused", "01_phenomenon", ch1_main(CH1_RANDOM_BASE, seeds),
+              "the random-init protocol: chapter 1's random-init main runs, seeds 0-4"),
+        Group("random_runs", exp, runs_of(ch3_random_axes(), seeds, CH1_RANDOM_BASE),
+              "every point of the random-init axes, 5 seeds × both orders"),
+    ]
 
 
 # ---- notebook parameters ------------------------------------------------------------

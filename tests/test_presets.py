@@ -225,3 +225,33 @@ def test_chapter3_cpu_preset_computes_every_point_and_reuses_chapter1():
     assert len(groups["runs"].configs) == 130
     cost = [presets._work(c) for c in groups["runs"].configs]
     assert cost == sorted(cost)  # a stopped sweep leaves the dear points behind
+
+
+def test_chapter3_pretrained_axes_stand_on_chapter1s_protocol():
+    """Each pre-trained axis moves its own field(s) from chapter 1's pre-trained
+    protocol, at the learning rate its rule (presets, written before the runs) says."""
+    axes = presets.ch3_axes("cpu", "pretrained")
+    base = presets.CH1_CPU_BASE
+    assert (base.model, base.init, base.optimizer, base.lr) == ("news-14m", "pretrained",
+                                                                "sgd", 0.01)
+    allowed = {"docs": {"n_docs"}, "steps": {"steps_per_doc"}, "context": {"context_len"},
+               "same_update": {"steps_per_doc", "lr"}, "one_step": {"steps_per_doc", "lr"},
+               "cosine": {"lr_schedule", "n_epochs"}, "optimizer": {"optimizer", "lr"}}
+    for axis, pts in axes.items():
+        for p in pts:
+            diff = {k for k, v in p.config.to_dict().items() if v != getattr(base, k)}
+            assert diff <= allowed[axis], (axis, diff)
+            assert p.seeds == (10, 11, 12, 13, 14)
+    assert [p.config.lr * p.config.steps_per_doc for p in axes["same_update"]] == \
+        pytest.approx([0.1] * 4)
+    assert axes["one_step"][0].config.lr == pytest.approx(0.1)  # 10 × the base rate
+    adam, gd = (p.config for p in axes["optimizer"])
+    assert (adam.optimizer, adam.lr, gd.optimizer, gd.lr) == ("adam_reset", 3e-5, "sgd",
+                                                              0.01)
+    listed = set(presets.group("03_training", "cpu", "pretrained_runs").configs) | set(
+        presets.group("03_training", "cpu", "pretrained_reused").configs)
+    for pts in axes.values():
+        for p in pts:
+            for o in ("cyclic", "shuffled"):
+                for s in p.seeds:
+                    assert RunConfig(**{**p.config.to_dict(), "order": o, "seed": s}) in listed

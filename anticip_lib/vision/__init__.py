@@ -48,7 +48,7 @@ from .runs import (  # noqa: F401
 )
 from .chapter import (  # noqa: F401
     PRESET_VALUES, PARAMETERS, Plan, injected_names, chapter_plan, rs_by_epoch,
-    degenerate_by_epoch, NOT_TESTED, compare_orders, weaker_verdict, rs_table,
-    overview, loss_summary, describe, scorecard_items, explore_batch_curves,
+    degenerate_by_epoch, NOT_TESTED, CLAIMS, compare_orders, weaker_judgement,
+    weaker_verdict, rs_table, overview, overview_caption, loss_summary, describe, scorecard_items, explore_batch_curves,
     llm_reference,
 )

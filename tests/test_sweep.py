@@ -494,3 +494,36 @@ def test_vision_chapter_through_the_local_engine(dirs, capsys):
     with pytest.raises(SystemExit):
         sweep.main(["05_vision", "--preset", "paper", "--dry-run"])
     assert "needs the ImageNet and CIFAR-10" in capsys.readouterr().err
+
+
+# Kept last in this file: run before the existing-cluster test above, it made that test
+# fail to connect (a cause not found yet; each passes alone; see the session's note).
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc")
+def test_sigkilled_ray_driver_leaves_no_agents():
+    pytest.importorskip("ray")
+    from test_faults import _alive, _descendants
+    code = ("import time\nfrom anticip_lib import sweep_ray\n"
+            "sweep_ray.start_local_cluster(num_cpus=1, include_dashboard=False)\n"
+            "print('up', flush=True)\ntime.sleep(600)\n")
+    env = dict(os.environ, RAY_DISABLE_USAGE_STATS="1")
+    driver = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                              text=True, env=env)
+    try:
+        assert driver.stdout.readline().strip() == "up"
+        time.sleep(2)
+        ray_procs = _descendants(driver.pid)
+        assert ray_procs  # the cluster's processes (and the reaper)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(10)
+        deadline = time.time() + 30
+        while time.time() < deadline and any(_alive(p) for p in ray_procs):
+            time.sleep(0.5)
+        left = [p for p in ray_procs if _alive(p)]
+        assert not left, f"still running 30 s after the driver was killed: {left}"
+    finally:
+        for p in _descendants(driver.pid) | {driver.pid}:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass

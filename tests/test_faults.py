@@ -8,8 +8,6 @@ two writers sharing a results folder with different caches, a killed Ray driver.
 
 import errno
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time

@@ -483,29 +483,13 @@ def ch3_axes(preset: str, regime: str = "random") -> dict:
     random-init protocol; "pretrained", the same axes on chapter 1's pre-trained
     protocol, computed ahead of the chapter's move to it (issue 20)."""
     _check("03_training", preset)
-    update, cos_epochs, gd_lr = CH3_UPDATE, CH3_COSINE_EPOCHS, CH3_GD_LR
+    update, cos_epochs, gd_lr, seeds = CH3_UPDATE, CH3_COSINE_EPOCHS, CH3_GD_LR, ()
     if preset == "smoke":
         base, docs, steps, contexts = SMOKE_BASE, (2, 3), (1, 2), (8, 16)
         update, cos_epochs = 2e-3, 4
     elif preset == "cpu" and regime == "pretrained":
         base, docs, steps, contexts = CH1_CPU_BASE, CH3_DOCS, CH3_STEPS, CH3_CONTEXTS
-        update = CH3_PRE_UPDATE
-        adam = replace(base, optimizer="adam_reset", lr=CH3_PRE_ADAM_LR)
-        same = tuple(Point(f"M={m}, lr {update / m:g}",
-                           replace(base, steps_per_doc=m, lr=update / m), CH3_PRE_SEEDS)
-                     for m in steps)
-        P = lambda label, c: Point(label, c, CH3_PRE_SEEDS)  # noqa: E731
-        return {
-            "docs": tuple(P(f"T={t}", replace(base, n_docs=t)) for t in docs),
-            "steps": tuple(P(f"M={m}", replace(base, steps_per_doc=m)) for m in steps),
-            "context": tuple(P(f"C={c}", replace(base, context_len=c)) for c in contexts),
-            "same_update": same,
-            "one_step": same[:1],
-            "cosine": (P(f"cosine to 0 over {cos_epochs} epochs",
-                         replace(base, lr_schedule="cosine", n_epochs=cos_epochs)),),
-            "optimizer": (P(f"Adam reset, lr {adam.lr:g}", adam),
-                          P(f"GD, lr {base.lr:g}", base)),
-        }
+        update, seeds = CH3_PRE_UPDATE, CH3_PRE_SEEDS
     elif preset == "cpu":
         base, docs, steps, contexts = CH1_RANDOM_BASE, CH3_DOCS, CH3_STEPS, CH3_CONTEXTS
     else:  # paper: SPEC §4, Figs. 5, 13, 17, 19; pre-trained Pythia-1B, GD lr 1e-3
@@ -516,20 +500,22 @@ def ch3_axes(preset: str, regime: str = "random") -> dict:
                                                                           1024)
     if preset == "paper":  # Fig. 6(b): the paper's pair on pre-trained Pythia-1B
         adam, gd = replace(base, optimizer="adam_reset", lr=1e-5), base
-    else:  # the cpu base is Adam reset already
+    elif base.optimizer == "sgd":  # the pre-trained cpu base is GD
+        adam, gd = replace(base, optimizer="adam_reset", lr=CH3_PRE_ADAM_LR), base
+    else:  # the random-init cpu base is Adam reset already
         adam, gd = base, replace(base, optimizer="sgd", lr=gd_lr)
-    same = tuple(Point(f"M={m}, lr {update / m:g}",
-                       replace(base, steps_per_doc=m, lr=update / m)) for m in steps)
+    P = lambda label, c: Point(label, c, seeds)  # noqa: E731
+    same = tuple(P(f"M={m}, lr {update / m:g}", replace(base, steps_per_doc=m, lr=update / m))
+                 for m in steps)
     return {
-        "docs": tuple(Point(f"T={t}", replace(base, n_docs=t)) for t in docs),
-        "steps": tuple(Point(f"M={m}", replace(base, steps_per_doc=m)) for m in steps),
-        "context": tuple(Point(f"C={c}", replace(base, context_len=c)) for c in contexts),
+        "docs": tuple(P(f"T={t}", replace(base, n_docs=t)) for t in docs),
+        "steps": tuple(P(f"M={m}", replace(base, steps_per_doc=m)) for m in steps),
+        "context": tuple(P(f"C={c}", replace(base, context_len=c)) for c in contexts),
         "same_update": same,
         "one_step": same[:1],
-        "cosine": (Point(f"cosine to 0 over {cos_epochs} epochs",
-                         replace(base, lr_schedule="cosine", n_epochs=cos_epochs)),),
-        "optimizer": (Point(f"Adam reset, lr {adam.lr:g}", adam),
-                      Point(f"GD, lr {gd.lr:g}", gd)),
+        "cosine": (P(f"cosine to 0 over {cos_epochs} epochs",
+                     replace(base, lr_schedule="cosine", n_epochs=cos_epochs)),),
+        "optimizer": (P(f"Adam reset, lr {adam.lr:g}", adam), P(f"GD, lr {gd.lr:g}", gd)),
     }
 
 
